@@ -1,0 +1,5 @@
+import sys
+
+from saliency_lab.cli import main
+
+sys.exit(main())
