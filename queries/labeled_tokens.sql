@@ -1,0 +1,10 @@
+-- name: labeled_tokens
+-- purpose: every labeled token with S(x_P) (out_mean, prev) and the attention baselines over the target layers; the input of `analyze`
+-- param labels VARCHAR = chair                 labelset
+-- param layers INTEGER[] = NULL                target layers, comma separated; empty = upper half of each run
+-- param normalization VARCHAR = row {row|none|matrix}  how S_raw is normalized
+SELECT run_id, sample_id, step, label, object, mention_id, subtoken,
+       out_mean, prev, attn_out, lookback_ratio, n_layers
+FROM labeled_scores(getvariable('labels'), layers := getvariable('layers'),
+                    normalization := getvariable('normalization'))
+ORDER BY run_id, sample_id, step;

@@ -1,0 +1,184 @@
+"""`saliency-lab capture`: command-line flags -> CaptureConfig -> `saliency_lab.run.capture`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from saliency_lab.config import (
+    CaptureConfig,
+    DecodingConfig,
+    LocoREConfig,
+    ModelConfig,
+    SaliencyConfig,
+    SGRSConfig,
+)
+from saliency_lab.errors import SaliencyLabError
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected k/N, e.g. 0/4") from None
+    if n < 1 or not 0 <= k < n:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 0 <= k < N, e.g. 0/4 ... 3/4")
+    return k, n
+
+
+def _layers(text: str) -> list[int]:
+    try:
+        layers = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated layer numbers, e.g. 8,9,10") from None
+    if not layers or min(layers) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected non-negative layer numbers, e.g. 8,9,10")
+    return layers
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be >= 1")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be >= 0")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "capture",
+        help="generate over a manifest and record per-token, per-layer saliency into a Parquet dataset",
+        description="Generate over a JSONL manifest and record per-token, per-layer saliency into "
+        "<out>/<run_id> (see docs/capture.md).",
+    )
+    io = p.add_argument_group("input and output")
+    io.add_argument("--model", required=True, help="local model folder (or HF id already in the local cache)")
+    io.add_argument("--data", required=True, help="manifest: JSONL with sample_id, prompt, image, ...")
+    io.add_argument("--out", default="runs", help="root folder; the run goes to OUT/RUN_ID (default: runs)")
+    io.add_argument("--run-id", help="run folder name (default: <model>-<manifest>-<config hash>)")
+    io.add_argument("--shard", type=_shard, default=(0, 1), metavar="k/N",
+                    help="fill shard k of N (samples split by a stable hash of sample_id)")
+    io.add_argument("--resume", action="store_true", help="continue a run: skip committed samples")
+    io.add_argument("--samples-per-part", type=_positive, default=16, metavar="N",
+                    help="samples per Parquet part file (commit granularity; default 16)")
+    io.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    m = p.add_argument_group("model")
+    m.add_argument("--dtype", choices=["float32", "float64", "bfloat16", "float16"], default="float32")
+    m.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
+    m.add_argument("--revision", help="model revision recorded in run.json")
+
+    d = p.add_argument_group("decoding")
+    d.add_argument("--max-new-tokens", type=_positive, default=64)
+    d.add_argument("--strategy", choices=["greedy", "sample", "sgrs"], default="greedy")
+    d.add_argument("--temperature", type=float, default=1.0)
+    d.add_argument("--top-k", type=_non_negative, default=0, help="for --strategy sample; 0 = full softmax")
+    d.add_argument("--seed", type=int, default=0, help="base seed; each sample uses seed + hash(sample_id)")
+    d.add_argument("--locore-beta", type=float, default=None, help="LocoRE boost beta (0 = off, default)")
+    d.add_argument("--locore-window", type=_positive, default=None, help="LocoRE window w_s (default 5)")
+    d.add_argument("--locore-mode", choices=["post_softmax", "renormalize", "logit_offset"], default=None)
+    d.add_argument("--calibration", type=Path, metavar="FILE",
+                   help="calibration.json from `saliency-lab calibrate`: sets SGRS alpha, window, layers")
+    d.add_argument("--sgrs-alpha", type=float, default=None, help="SGRS threshold factor (default 0.6)")
+    d.add_argument("--sgrs-window", type=_positive, default=None, help="SGRS history window W (default 5)")
+    d.add_argument("--sgrs-k", type=_positive, default=None, help="SGRS top-K candidates (default 5)")
+    d.add_argument("--sgrs-max-resample", type=_positive, default=None, help="SGRS draws R (default 3)")
+    d.add_argument("--sgrs-layers", type=_layers, default=None, metavar="L1,L2,..",
+                   help="SGRS target layers (default: upper half)")
+
+    s = p.add_argument_group("saliency")
+    s.add_argument("--heads", choices=["sum_abs", "abs_sum"], default="sum_abs",
+                   help="combine heads as sum|A*G| (paper Eq. 4-5, default) or |sum A*G|")
+    s.add_argument("--candidates", type=_non_negative, default=0, metavar="K",
+                   help="also record saliency of the top-K alternative tokens (default 0)")
+    s.add_argument("--rows", choices=["output", "all"], default=None,
+                   help="also store full S_raw rows (float16) over output keys or all keys")
+    s.add_argument("--verify", action="store_true", help="check single-pass rows against the per-prefix reference")
+    p.set_defaults(func=run_capture)
+
+
+def read_calibration(path: Path) -> dict[str, Any]:
+    """The "recommended" block of a calibration.json, validated."""
+    where = f"--calibration {path}"
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SaliencyLabError(f"{where}: file not found; pass the calibration.json written by "
+                               "`saliency-lab calibrate`") from None
+    except (OSError, ValueError) as exc:
+        raise SaliencyLabError(f"{where}: not valid JSON ({exc}); pass the calibration.json written by "
+                               "`saliency-lab calibrate`") from None
+    rec = doc.get("recommended") if isinstance(doc, dict) else None
+    if not isinstance(rec, dict):
+        raise SaliencyLabError(f"{where}: no \"recommended\" object; pass the calibration.json written by "
+                               "`saliency-lab calibrate`")
+    out: dict[str, Any] = {}
+    if rec.get("alpha") is not None:
+        if not isinstance(rec["alpha"], (int, float)) or isinstance(rec["alpha"], bool):
+            raise SaliencyLabError(f"{where}: recommended.alpha must be a number")
+        out["alpha"] = float(rec["alpha"])
+    if rec.get("window") is not None:
+        if not isinstance(rec["window"], int) or isinstance(rec["window"], bool) or rec["window"] < 1:
+            raise SaliencyLabError(f"{where}: recommended.window must be an integer >= 1")
+        out["window"] = rec["window"]
+    if rec.get("layers") is not None:
+        layers = rec["layers"]
+        if not isinstance(layers, list) or not all(isinstance(x, int) and x >= 0 for x in layers):
+            raise SaliencyLabError(f"{where}: recommended.layers must be a list of layer numbers")
+        out["layers"] = list(layers)
+    return out
+
+
+def config_from_args(args: argparse.Namespace) -> CaptureConfig:
+    sgrs = SGRSConfig()
+    if args.calibration is not None:
+        for key, value in read_calibration(args.calibration).items():
+            setattr(sgrs, key, value)
+    # Explicit flags override the calibration file.
+    for flag, key in (("sgrs_alpha", "alpha"), ("sgrs_window", "window"), ("sgrs_k", "k"),
+                      ("sgrs_max_resample", "max_resample"), ("sgrs_layers", "layers")):
+        value = getattr(args, flag)
+        if value is not None:
+            setattr(sgrs, key, value)
+    locore = LocoREConfig()
+    for flag, key in (("locore_beta", "beta"), ("locore_window", "window"), ("locore_mode", "mode")):
+        value = getattr(args, flag)
+        if value is not None:
+            setattr(locore, key, value)
+    return CaptureConfig(
+        model=ModelConfig(model=args.model, dtype=args.dtype, device=args.device, revision=args.revision),
+        data=args.data,
+        out=args.out,
+        run_id=args.run_id,
+        decoding=DecodingConfig(
+            max_new_tokens=args.max_new_tokens,
+            strategy=args.strategy,
+            seed=args.seed,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            sgrs=sgrs,
+            locore=locore,
+        ),
+        saliency=SaliencyConfig(heads=args.heads, candidates=args.candidates, rows=args.rows, verify=args.verify),
+        shard=args.shard,
+        resume=args.resume,
+        samples_per_part=args.samples_per_part,
+        quiet=args.quiet,
+    )
+
+
+def run_capture(args: argparse.Namespace) -> int:
+    from saliency_lab.run import capture
+
+    result = capture(config_from_args(args))
+    print(f"run written to {result.run_dir}")
+    print(result.summary())
+    return 0

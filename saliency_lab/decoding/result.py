@@ -1,0 +1,54 @@
+"""What a decoding loop hands back to the capture engine.
+
+`token_columns` holds the TOKENS decision columns (one entry per output step) and `decisions` the DECISIONS table
+columns without run_id/sample_id (one entry per evaluated candidate), both ready for
+`saliency_lab.store.schema.table_from_columns` once the ids are added.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from saliency_lab.decoding.selection import StepDecision
+
+TOKEN_DECISION_COLUMNS = ("accepted", "n_rejected", "fallback", "sgrs_score", "sgrs_tau")
+DECISION_COLUMNS = ("step", "draw", "rank", "token_id", "prob", "score", "tau", "accepted", "fallback")
+
+
+@dataclass
+class DecodeResult:
+    output_ids: list[int]
+    token_columns: dict[str, list] = field(default_factory=dict)
+    decisions: dict[str, list] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)  # timings and counters, for benchmarks and logs
+
+
+class DecisionLog:
+    """Accumulates StepDecisions into the TOKENS decision columns and the DECISIONS table columns."""
+
+    def __init__(self) -> None:
+        self.token_columns: dict[str, list] = {c: [] for c in TOKEN_DECISION_COLUMNS}
+        self.decisions: dict[str, list] = {c: [] for c in DECISION_COLUMNS}
+        self.history: list[tuple[float | None, bool]] = []  # (score of emitted token, accepted by threshold)
+
+    def add(self, step: int, dec: StepDecision) -> None:
+        score = dec.score
+        self.token_columns["accepted"].append(dec.accepted)
+        self.token_columns["n_rejected"].append(dec.n_rejected)
+        self.token_columns["fallback"].append(dec.fallback)
+        self.token_columns["sgrs_score"].append(score)
+        self.token_columns["sgrs_tau"].append(dec.tau)
+        last = len(dec.draws) - 1
+        for d in dec.draws:
+            emitted = d.token_id == dec.token_id
+            self.decisions["step"].append(step)
+            self.decisions["draw"].append(d.draw)
+            self.decisions["rank"].append(d.rank)
+            self.decisions["token_id"].append(d.token_id)
+            self.decisions["prob"].append(d.prob)
+            self.decisions["score"].append(d.score)
+            self.decisions["tau"].append(dec.tau)
+            self.decisions["accepted"].append(dec.accepted and d.draw == last)
+            self.decisions["fallback"].append(dec.fallback and emitted)
+        self.history.append((score, dec.accepted))

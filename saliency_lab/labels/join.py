@@ -1,0 +1,119 @@
+"""Join character-span labels onto output tokens, and write a labelset atomically.
+
+Every token whose [char_start, char_end) overlaps a labeled span gets that span's label; `subtoken` counts the
+tokens of one span in step order (0 = first). Tokens with an empty span (EOS and other special tokens) never
+overlap anything. A token overlapping two spans (a BPE piece across two mentions) gets one row: the
+hallucinated span wins, then the earlier span, so (sample_id, step) stays unique in a labelset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from saliency_lab.errors import SaliencyLabError
+from saliency_lab.labels.runread import TokenSpan
+from saliency_lab.store.schema import table_from_columns
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class SpanLabel:
+    start: int
+    end: int
+    label: int  # 1 hallucinated, 0 correct
+    object: str | None
+    mention_id: int
+
+
+@dataclass(frozen=True)
+class StepLabel:
+    step: int
+    label: int
+    object: str | None
+    mention_id: int
+    subtoken: int
+
+
+def join_spans(tokens: Sequence[TokenSpan], spans: Iterable[SpanLabel]) -> list[StepLabel]:
+    """Token-level labels for one sample (sorted by step)."""
+    best: dict[int, SpanLabel] = {}
+    for sp in spans:
+        for t in tokens:
+            if t.end > t.start and t.start < sp.end and t.end > sp.start:
+                cur = best.get(t.step)
+                if cur is None or (sp.label > cur.label):
+                    best[t.step] = sp
+    counters: dict[int, int] = {}
+    out = []
+    for step in sorted(best):
+        sp = best[step]
+        k = counters.get(sp.mention_id, 0)
+        counters[sp.mention_id] = k + 1
+        out.append(StepLabel(step, sp.label, sp.object, sp.mention_id, k))
+    return out
+
+
+class LabelRows:
+    """Accumulates rows of the LABELS schema."""
+
+    def __init__(self, run_id: str, source: str):
+        self.run_id = run_id
+        self.source = source
+        self.cols: dict[str, list] = {k: [] for k in
+                                      ("sample_id", "step", "label", "object", "mention_id", "subtoken")}
+
+    def add(self, sample_id: str, labels: Iterable[StepLabel]) -> int:
+        n = 0
+        for lab in labels:
+            self.cols["sample_id"].append(sample_id)
+            self.cols["step"].append(lab.step)
+            self.cols["label"].append(lab.label)
+            self.cols["object"].append(lab.object)
+            self.cols["mention_id"].append(lab.mention_id)
+            self.cols["subtoken"].append(lab.subtoken)
+            n += 1
+        return n
+
+    def __len__(self) -> int:
+        return len(self.cols["step"])
+
+    def table(self):
+        n = len(self)
+        return table_from_columns("labels", {"run_id": [self.run_id] * n, **self.cols,
+                                             "source": [self.source] * n})
+
+
+def check_labelset_name(name: str) -> str:
+    if not _NAME.match(name or ""):
+        raise SaliencyLabError(
+            f"labelset name {name!r} is not usable as a file name; use letters, digits, '_', '-', '.'"
+        )
+    return name
+
+
+def write_labelset(run_dir: str | Path, name: str, rows: LabelRows, info: dict) -> tuple[Path, Path]:
+    """Write <run>/labels/<name>.parquet and <name>.json; temp files + rename, so no partial file remains."""
+    check_labelset_name(name)
+    folder = Path(run_dir) / "labels"
+    folder.mkdir(parents=True, exist_ok=True)
+    pq_path, js_path = folder / f"{name}.parquet", folder / f"{name}.json"
+    tmp_pq = folder / f".{name}.parquet.tmp-{os.getpid()}"
+    tmp_js = folder / f".{name}.json.tmp-{os.getpid()}"
+    try:
+        pq.write_table(rows.table(), tmp_pq)
+        tmp_js.write_text(json.dumps(info, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+        os.replace(tmp_pq, pq_path)
+        os.replace(tmp_js, js_path)
+    finally:
+        for t in (tmp_pq, tmp_js):
+            if t.exists():
+                t.unlink()
+    return pq_path, js_path

@@ -1,0 +1,152 @@
+"""Reading and validating capture manifests (JSONL, one sample per line; SPEC section 5).
+
+The whole file is validated before a capture starts, so a bad line aborts the run before anything is
+written and never leaves a half-filled dataset behind. Every error names the file, the line and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from saliency_lab.config import ManifestSample
+from saliency_lab.errors import SaliencyLabError
+
+FIELDS = ("sample_id", "prompt", "image", "image_id", "system", "meta")
+_OPTIONAL_STR = ("image", "image_id", "system")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated manifest: its samples in file order plus what run.json records about the file."""
+
+    path: Path
+    sha256: str
+    samples: tuple[ManifestSample, ...]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _parse_line(obj: Any, where: str, base: Path) -> ManifestSample:
+    if not isinstance(obj, dict):
+        raise SaliencyLabError(
+            f"{where}: expected a JSON object, got {type(obj).__name__}; "
+            'write one object per line, e.g. {"sample_id": "s1", "prompt": "Describe the image."}'
+        )
+    unknown = sorted(set(obj) - set(FIELDS))
+    if unknown:
+        raise SaliencyLabError(
+            f"{where}: unknown field(s) {', '.join(unknown)}; allowed fields are {', '.join(FIELDS)} "
+            "(put anything else inside \"meta\")"
+        )
+    for name in ("sample_id", "prompt"):
+        if name not in obj or obj[name] is None:
+            raise SaliencyLabError(f"{where}: missing required field {name!r}; add it to this line")
+    sample_id = obj["sample_id"]
+    # Integer ids are common in exported datasets; accept them and store their text so joins stay on str.
+    if isinstance(sample_id, int) and not isinstance(sample_id, bool):
+        sample_id = str(sample_id)
+    if not isinstance(sample_id, str) or not sample_id.strip():
+        raise SaliencyLabError(f"{where}: 'sample_id' must be a non-empty string; got {obj['sample_id']!r}")
+    if not isinstance(obj["prompt"], str):
+        raise SaliencyLabError(
+            f"{where}: 'prompt' must be a string; got {type(obj['prompt']).__name__}"
+        )
+    for name in _OPTIONAL_STR:
+        value = obj.get(name)
+        if value is not None and not isinstance(value, str):
+            if name == "image_id" and isinstance(value, int) and not isinstance(value, bool):
+                continue  # COCO image ids are integers; stored as text
+            raise SaliencyLabError(
+                f"{where}: {name!r} must be a string (or null); got {type(value).__name__}"
+            )
+    meta = obj.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        raise SaliencyLabError(f"{where}: 'meta' must be a JSON object (or null); got {type(meta).__name__}")
+    image = obj.get("image")
+    if image is not None:
+        if not image.strip():
+            raise SaliencyLabError(f"{where}: 'image' is empty; give a path or leave the field out")
+        img_path = Path(image).expanduser()
+        # Relative paths are relative to the manifest's folder, so a manifest travels with its images.
+        image = str(img_path if img_path.is_absolute() else (base / img_path))
+    image_id = obj.get("image_id")
+    return ManifestSample(
+        sample_id=sample_id,
+        prompt=obj["prompt"],
+        image=image,
+        image_id=None if image_id is None else str(image_id),
+        system=obj.get("system"),
+        meta=meta,
+    )
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Parse and validate every line of a JSONL manifest; raise SaliencyLabError on the first problem.
+
+    Image files are not opened here: a missing or unreadable image is a per-sample error recorded in the
+    run (status 'error'), so one bad image never stops a long capture.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise SaliencyLabError(f"manifest {path}: file not found; pass an existing JSONL file with --data")
+    if path.is_dir():
+        raise SaliencyLabError(f"manifest {path}: is a folder; pass the JSONL file itself with --data")
+    base = path.resolve().parent
+    samples: list[ManifestSample] = []
+    first_line: dict[str, int] = {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SaliencyLabError(f"manifest {path}: not UTF-8 text ({exc.reason}); save it as UTF-8 JSONL") from None
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue  # blank lines (e.g. a trailing newline) are harmless
+        where = f"manifest {path}, line {lineno}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SaliencyLabError(
+                f"{where}: malformed JSON ({exc.msg} at column {exc.colno}); "
+                "fix the line so it holds exactly one JSON object"
+            ) from None
+        sample = _parse_line(obj, where, base)
+        if sample.sample_id in first_line:
+            raise SaliencyLabError(
+                f"{where}: duplicate sample_id {sample.sample_id!r} (first on line "
+                f"{first_line[sample.sample_id]}); sample_id must be unique"
+            )
+        first_line[sample.sample_id] = lineno
+        samples.append(sample)
+    if not samples:
+        raise SaliencyLabError(f"manifest {path}: no samples; add one JSON object per line")
+    return Manifest(path=path.resolve(), sha256=file_sha256(path), samples=tuple(samples))
+
+
+def stable_hash(sample_id: str) -> int:
+    """A 64-bit hash of a sample id that is the same in every process and Python version
+    (Python's hash() is salted per process, so it cannot assign shards or seeds)."""
+    return int.from_bytes(hashlib.sha256(sample_id.encode("utf-8")).digest()[:8], "big")
+
+
+def shard_of(sample_id: str, n_shards: int) -> int:
+    """The shard (0-based) that owns `sample_id` when a run is split into `n_shards` processes."""
+    return stable_hash(sample_id) % n_shards
+
+
+def sample_seed(seed: int, sample_id: str) -> int:
+    """Per-sample RNG seed: the run's seed plus a stable hash of the id, so a sample decodes the same
+    whether it runs first, after a resume, or in another shard."""
+    return (int(seed) + stable_hash(sample_id)) % (2**63)

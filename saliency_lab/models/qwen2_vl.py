@@ -1,0 +1,37 @@
+"""Qwen2-VL and Qwen2.5-VL: `<|vision_start|><|image_pad|>*N<|vision_end|>`, M-RoPE positions.
+
+The model caches `rope_deltas` between calls; every forward here is either `generate` (which manages it) or
+a cache-free full forward with `mm_token_type_ids`, which recomputes it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from saliency_lab.models.registry import register
+from saliency_lab.models.vision import VisionAdapter
+
+
+@register("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration")
+class Qwen2VLAdapter(VisionAdapter):
+    def load(self, path: Path, architecture: str, dtype: torch.dtype, device: str):
+        import transformers
+        from transformers import AutoTokenizer, Qwen2VLImageProcessorPil
+
+        from saliency_lab.models.processors import ImageOnlyQwen2VLProcessor
+
+        model = getattr(transformers, architecture).from_pretrained(
+            path, dtype=dtype, local_files_only=True, attn_implementation="sdpa"
+        )
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        ip = Qwen2VLImageProcessorPil.from_pretrained(path, local_files_only=True)
+        proc = ImageOnlyQwen2VLProcessor(image_processor=ip, tokenizer=tok,
+                                         chat_template=tok.chat_template or _processor_template(path))
+        return model.to(device).eval(), tok, proc
+
+
+def _processor_template(path: Path) -> str | None:
+    p = Path(path) / "chat_template.jinja"
+    return p.read_text() if p.is_file() else None

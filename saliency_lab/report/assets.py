@@ -1,0 +1,78 @@
+"""Static pieces of a report page: the Vega JavaScript bundle, the stylesheet and the page template.
+
+The bundle is inlined once per page so the file opens offline; it is cached per process because building it
+takes about a second and a half.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import altair as alt
+import jinja2
+
+from saliency_lab.errors import SaliencyLabError
+
+#: The templates folder shipped in the repository (``reports/``), found relative to the package.
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "reports"
+DEFAULT_TEMPLATE = "report.html.j2"
+STYLESHEET = "report.css"
+
+
+def _vegalite_minor() -> str | None:
+    """Altair's Vega-Lite schema as 'major.minor', so the bundle renders exactly the specs Altair writes."""
+    version = alt.SCHEMA_VERSION.lstrip("v")
+    parts = version.split(".")
+    return ".".join(parts[:2]) if len(parts) >= 2 else None
+
+
+@functools.lru_cache(maxsize=2)
+def vega_bundle() -> str:
+    """Vega + Vega-Lite + vega-embed as one script, made safe to put inside a <script> element."""
+    import vl_convert as vlc
+
+    wanted = _vegalite_minor()
+    available = getattr(vlc, "get_vegalite_versions", lambda: [])()
+    bundle = vlc.javascript_bundle(vl_version=wanted) if wanted in available else vlc.javascript_bundle()
+    # A literal "</script" inside the JavaScript would end the element early; "<\/" is the same string in JS.
+    return bundle.replace("</script", "<\\/script").replace("</SCRIPT", "<\\/SCRIPT")
+
+
+def template_environment(templates_dir: Path | None = None) -> jinja2.Environment:
+    folder = Path(templates_dir) if templates_dir else TEMPLATES_DIR
+    if not (folder / DEFAULT_TEMPLATE).is_file():
+        raise SaliencyLabError(
+            f"report template {folder / DEFAULT_TEMPLATE} not found; pass a templates folder holding "
+            f"{DEFAULT_TEMPLATE} (the repository's reports/ folder)"
+        )
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(folder)),
+        autoescape=jinja2.select_autoescape(["html", "j2"], default_for_string=True, default=True),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env
+
+
+def stylesheet(templates_dir: Path | None = None) -> str:
+    folder = Path(templates_dir) if templates_dir else TEMPLATES_DIR
+    path = folder / STYLESHEET
+    return path.read_text(encoding="utf-8") if path.is_file() else ""
+
+
+# Context keys holding trusted raw text for <style>/<script> elements, where HTML escaping would corrupt them.
+# Each is made safe for its element before it gets here (see vega_bundle and Charts.to_script_json).
+RAW_KEYS = ("css", "vega_js", "charts_json")
+
+
+def render_page(context: dict, templates_dir: Path | None = None) -> str:
+    """Render the page template; everything except RAW_KEYS is autoescaped."""
+    from markupsafe import Markup
+
+    env = template_environment(templates_dir)
+    ctx = dict(context)
+    for key in RAW_KEYS:
+        ctx[key] = Markup(ctx.get(key) or "")
+    return env.get_template(DEFAULT_TEMPLATE).render(**ctx)

@@ -1,0 +1,186 @@
+"""`build_report`: one self-contained HTML file for one or more runs (SPEC section 5, `saliency-lab report`).
+
+The page inlines the Vega/Vega-Lite/vega-embed bundle once and embeds each chart's Vega-Lite spec; it loads
+nothing from the network (a Content-Security-Policy in the page forbids it). Numbers come from
+`saliency_lab.analysis`; what needs labels or stored rows says so in the page when they are missing.
+"""
+
+from __future__ import annotations
+
+import glob
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from saliency_lab import __version__
+from saliency_lab.errors import SaliencyLabError
+from saliency_lab.report import assets
+from saliency_lab.report.config import ReportConfig
+from saliency_lab.report.data import RunData, find_labelset, load_run
+from saliency_lab.report.page import Charts, Section
+from saliency_lab.report.scores import default_layers, labeled_scores, token_scores
+from saliency_lab.report.sections_extra import (
+    Calibration,
+    calibration_from_result,
+    calibration_section,
+    compare_section,
+    load_calibration,
+)
+from saliency_lab.report.sections_run import failure_cases, maps_section, summary_section
+from saliency_lab.report.sections_stats import (
+    NEEDS_LABELS,
+    curve_section,
+    distributions_section,
+    layers_section,
+    means_section,
+)
+
+
+def _expand(runs: Sequence[str | Path] | str | Path) -> list[Path]:
+    items = [runs] if isinstance(runs, str | Path) else list(runs)
+    out: list[Path] = []
+    for item in items:
+        text = str(item)
+        if any(c in text for c in "*?["):
+            matches = sorted(Path(m).parent for m in glob.glob(str(Path(text) / "run.json")))
+            if not matches:
+                raise SaliencyLabError(f"{text}: the pattern matches no run folder (none holds run.json)")
+            out.extend(matches)
+        else:
+            out.append(Path(text))
+    if not out:
+        raise SaliencyLabError("no runs given; pass one or more run folders (each holding run.json)")
+    seen: set[Path] = set()
+    unique = []
+    for p in out:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def _analyze(paths: list[Path], labelset: str, cfg: ReportConfig) -> Any:
+    from saliency_lab.analysis import AnalysisConfig, analyze
+
+    acfg = AnalysisConfig(score=cfg.score, layers=cfg.layers, n_bootstrap=cfg.n_bootstrap,
+                          n_failures=max(cfg.n_failures, 1))
+    return analyze([str(p) for p in paths], labelset, acfg)
+
+
+def _calibration(paths: list[Path], labelset: str | None, cfg: ReportConfig) -> tuple[Calibration | None, str | None]:
+    if cfg.calibration is not None:
+        return load_calibration(cfg.calibration), None
+    if not labelset:
+        return None, NEEDS_LABELS
+    if not cfg.compute_calibration:
+        return None, ("No calibration results: pass --calibration DIR (from `saliency-lab calibrate`) or drop "
+                      "--no-calibrate to compute it here.")
+    from saliency_lab.analysis import CalibrationConfig, calibrate
+
+    # Calibrate on the first run: the baseline whose generations SGRS would filter.
+    res = calibrate([str(paths[0])], labelset, CalibrationConfig(score=cfg.score))
+    return calibration_from_result(res, f"computed by the report on {paths[0]} (labels {labelset})"), None
+
+
+def build_report(runs: Sequence[str | Path] | str | Path, out_html: str | Path,
+                 config: ReportConfig | None = None) -> Path:
+    """Write one self-contained HTML report for `runs` to `out_html` and return its path."""
+    cfg = (config or ReportConfig()).validate()
+    t0 = time.perf_counter()
+    paths = _expand(runs)
+    data = [load_run(p) for p in paths]
+    ids = [r.run_id for r in data]
+    if len(set(ids)) != len(ids):
+        raise SaliencyLabError(f"two runs share a run_id ({', '.join(ids)}); report runs with distinct ids")
+    labelset = find_labelset(data, cfg.labels)
+    labeled = [p for p, r in zip(paths, data, strict=True) if labelset and labelset in r.labelsets]
+    result = _analyze(labeled, labelset, cfg) if labeled else None
+    cal, cal_missing = _calibration(labeled or paths, labelset if labeled else None, cfg)
+
+    layers_by_run = {r.run_id: _score_layers(r, cfg, result) for r in data}
+    halluc: dict[str, pl.DataFrame | None] = {}
+    for r in data:
+        lab = r.label_table(labelset) if labelset else None
+        halluc[r.run_id] = lab.filter(pl.col("label") == 1) if lab is not None else None
+    with_rows = [r for r in data if r.has_rows()]
+    scores = token_scores(with_rows, labelset, cfg.layers, cfg.score) if with_rows and not cfg.samples else {}
+
+    dist = labeled_scores([str(p) for p in labeled], labelset, cfg.layers, cfg.score) if result else None
+    charts = Charts()
+    sections: list[Section] = [summary_section(data, labelset, result.summary if result else None)]
+    sections += [means_section(result, cfg.score, charts), curve_section(result, cfg.score, charts),
+                 distributions_section(result, cfg.score, charts, dist),
+                 layers_section(result, cfg.score, charts, layers_by_run)]
+    sections.append(maps_section(data, charts, layers_by_run, halluc, scores, cfg.samples, cfg.n_auto_samples,
+                                 cfg.max_map_steps))
+    sections.append(_failures_section(data, result, cfg))
+    sections.append(calibration_section(cal, cal_missing, charts))
+    cmp = compare_section(data, result, labelset, cfg.score, charts)
+    if cmp is not None:
+        sections.append(cmp)
+    if labelset and len(labeled) < len(data):
+        sections[0].note("Runs without the label set " + labelset + ": "
+                         + ", ".join(r.run_id for r in data if labelset not in r.labelsets))
+
+    html = _render(data, labelset, cfg, sections, charts)
+    out = Path(out_html)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(out)  # atomic: a reader never sees half a report, and a failed build keeps the old one
+    build_report.last_seconds = time.perf_counter() - t0  # type: ignore[attr-defined]
+    return out
+
+
+def _score_layers(run: RunData, cfg: ReportConfig, result: Any) -> list[int]:
+    """The layers the token score averages: the analysis' own record when it has one."""
+    if result is not None:
+        rec = (result.summary.get(run.run_id) or {}).get("target_layers")
+        if rec:
+            return [int(x) for x in rec]
+    return list(cfg.layers) if cfg.layers else default_layers(run)
+
+
+def _failures_section(data: list[RunData], result: Any, cfg: ReportConfig) -> Section:
+    sec = Section("failures", "Failure cases",
+                  intro="Where the score misleads: hallucinated tokens with a high score (saliency did not "
+                        "drop) and correct tokens with a low one, ranked by the analysis (paper App. B.2).")
+    if result is None:
+        sec.needs = NEEDS_LABELS
+        return sec
+    for run in data:
+        if run.run_id not in result.summary:
+            continue
+        for kind, title in (("high_score_hallucination", "High-score hallucinations"),
+                            ("low_score_correct", "Low-score correct tokens")):
+            cases = failure_cases(run, result.failures, kind, cfg.n_failures, result.config.context_chars)
+            label = f"{title} — {run.run_id}" if len(data) > 1 else title
+            sec.cases(f"{kind}:{run.run_id}", label, cases)
+    return sec
+
+
+def _render(data: list[RunData], labelset: str | None, cfg: ReportConfig, sections: list[Section],
+            charts: Charts) -> str:
+    import vl_convert as vlc
+
+    folder = Path(cfg.templates_dir) if cfg.templates_dir else None
+    title = cfg.title or ("saliency-lab report — " + ", ".join(r.run_id for r in data))
+    layers = f"layers {cfg.layers}" if cfg.layers else "upper half of the layers"
+    return assets.render_page(dict(
+        title=title,
+        version=__version__,
+        generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        runs=data,
+        labelset=labelset,
+        score_desc=f"{cfg.score}, row-normalized, mean over {layers}",
+        sections=sections,
+        css=assets.stylesheet(folder),
+        vega_js=assets.vega_bundle(),
+        charts_json=charts.to_script_json(),
+        vega_versions=f"{vlc.get_vega_version()} / vega-embed {vlc.get_vega_embed_version()}",
+    ), folder)

@@ -1,0 +1,41 @@
+"""What a report shows and how (every choice here is also printed in the page header)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from saliency_lab.errors import SaliencyLabError
+
+
+@dataclass
+class ReportConfig:
+    labels: str | None = None  # labelset name; None = 'chair' when present, else the first one found
+    samples: list[str] | None = None  # sample ids for saliency maps; None = chosen automatically
+    n_auto_samples: int = 1  # automatic maps of each kind (clearest hallucination, clearest correct)
+    score: Literal["out_mean", "prev"] = "out_mean"  # the token score (SPEC section 7)
+    layers: list[int] | None = None  # target layers; None = upper half of the layers
+    n_bootstrap: int = 1000  # AUROC bootstrap resamples in the analysis
+    n_failures: int = 6  # failure cases of each kind shown per run
+    calibration: str | Path | None = None  # calibration.json or the folder holding it
+    compute_calibration: bool = True  # run the SGRS calibration when labels exist and none was given
+    max_map_steps: int = 40  # longest token window drawn in one saliency map
+    title: str | None = None
+    templates_dir: str | Path | None = None  # folder with report.html.j2 + report.css (default: reports/)
+
+    def validate(self) -> ReportConfig:
+        if self.score not in ("out_mean", "prev"):
+            raise SaliencyLabError(f"score={self.score!r}: choose out_mean or prev")
+        if self.n_failures < 0 or self.n_auto_samples < 0:
+            raise SaliencyLabError("n_failures and n_auto_samples must be >= 0")
+        if self.max_map_steps < 2:
+            raise SaliencyLabError(f"max_map_steps={self.max_map_steps}: need at least 2 tokens")
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("calibration", "templates_dir"):
+            if out[key] is not None:
+                out[key] = str(out[key])
+        return out

@@ -1,0 +1,134 @@
+"""SGRS calibration and multi-run comparison sections."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from saliency_lab.errors import SaliencyLabError
+from saliency_lab.report import charts as ch
+from saliency_lab.report import tables as tb
+from saliency_lab.report.data import RunData
+from saliency_lab.report.page import Charts, Section
+from saliency_lab.report.sections_run import run_counts
+
+
+@dataclass
+class Calibration:
+    """A calibration result from `calibrate` or read back from calibration.json, in one shape."""
+
+    grid: pl.DataFrame
+    frontier: pl.DataFrame
+    recommended: dict[str, Any]
+    recommended_metrics: dict[str, Any]
+    budget: float | None
+    within_budget: bool | None
+    has_candidates: bool | None
+    source: str
+
+
+def calibration_from_result(res: Any, source: str) -> Calibration:
+    return Calibration(grid=res.grid, frontier=res.frontier, recommended=dict(res.recommended or {}),
+                       recommended_metrics=dict(res.recommended_metrics or {}), budget=res.config.budget,
+                       within_budget=res.within_budget, has_candidates=res.has_candidates, source=source)
+
+
+def load_calibration(path: str | Path) -> Calibration:
+    p = Path(path)
+    if p.is_dir():
+        p = p / "calibration.json"
+    if not p.is_file():
+        raise SaliencyLabError(f"{path}: no calibration.json found; run `saliency-lab calibrate R --labels chair "
+                               "--out DIR` and pass DIR or DIR/calibration.json to --calibration")
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+        grid = pl.DataFrame(doc["grid"], infer_schema_length=None)
+        frontier = pl.DataFrame(doc.get("frontier") or [], infer_schema_length=None)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SaliencyLabError(f"{p}: not a calibration.json written by `saliency-lab calibrate` ({exc})") from None
+    return Calibration(grid=grid, frontier=frontier, recommended=dict(doc.get("recommended") or {}),
+                       recommended_metrics=dict(doc.get("recommended_metrics") or {}), budget=doc.get("budget"),
+                       within_budget=doc.get("within_budget"), has_candidates=doc.get("has_candidates"),
+                       source=str(p))
+
+
+def calibration_section(cal: Calibration | None, why_missing: str | None, charts: Charts) -> Section:
+    sec = Section("calibration", "SGRS calibration",
+                  intro="Offline replay of SGRS: at each step tau = alpha × mean score of the last W accepted "
+                        "tokens; a token would be rejected when its score < tau. Each point is one (alpha, W, "
+                        "layers) setting; the line is the frontier (best recall for its false-rejection rate). "
+                        "The diamond is the recommendation: the highest recall within the false-rejection budget.")
+    if cal is None:
+        sec.needs = why_missing or "No calibration results."
+        return sec
+    rec = {**cal.recommended, **cal.recommended_metrics}
+    point = {k: rec.get(k) for k in ("recall", "false_rejection_rate")}
+    if "layers" in rec and isinstance(rec["layers"], list):
+        point["layers"] = ",".join(str(x) for x in rec["layers"])
+    chart = ch.frontier_chart(cal.grid.with_columns(pl.col("layer_set").cast(pl.Utf8)), point, cal.budget,
+                              "Recall vs false rejections")
+    sec.blocks.append(charts.block("calibration frontier", chart, caption=f"Source: {cal.source}."))
+    items = [(k, v) for k, v in tb.flatten("", rec, []) if not isinstance(v, dict)]
+    items += [("false-rejection budget", cal.budget), ("recommendation within budget", cal.within_budget),
+              ("candidates recorded", cal.has_candidates)]
+    sec.table(tb.key_value_table("calibration-recommended", "Recommended SGRS setting", items,
+                                 note="Use with `saliency-lab capture --strategy sgrs --sgrs-alpha A "
+                                      "--sgrs-window W --sgrs-layers L`."))
+    front = cal.frontier
+    if front.height:
+        cols = [c for c in ("alpha", "window", "layer_set", "recall", "false_rejection_rate", "expected_resamples",
+                            "all_below_rate") if c in front.columns]
+        t = tb.Table(key="calibration-frontier", title="Frontier settings", columns=cols)
+        sort_col = "false_rejection_rate" if "false_rejection_rate" in cols else cols[0]
+        for r in front.sort(sort_col).iter_rows(named=True):
+            t.rows.append([tb.num(r[c]) if isinstance(r[c], int | float) or r[c] is None else tb.text(r[c])
+                           for c in cols])
+        sec.table(t)
+    return sec
+
+
+def compare_section(runs: list[RunData], result: Any, labelset: str | None, score: str, charts: Charts
+                    ) -> Section | None:
+    if len(runs) < 2:
+        return None
+    sec = Section("compare", "Runs side by side",
+                  intro="The same measures for every run (e.g. baseline vs LocoRE vs SGRS). Curves from all runs "
+                        "are overlaid in the sections above.")
+    ids = [r.run_id for r in runs]
+    rows: list[tuple[str, list[Any]]] = []
+    rows.append(("model", [(r.meta.get("model") or {}).get("id") or (r.meta.get("model") or {}).get("path")
+                           for r in runs]))
+    rows.append(("strategy", [(r.meta.get("decoding") or {}).get("strategy") for r in runs]))
+    rows.append(("LocoRE beta", [((r.meta.get("decoding") or {}).get("locore") or {}).get("beta") for r in runs]))
+    counts = [run_counts(r) for r in runs]
+    for key in ("samples ok", "samples with errors", "output tokens", "mean output tokens per sample"):
+        rows.append((key, [c[key] for c in counts]))
+    if labelset:
+        metric_docs = []
+        for r in runs:
+            doc = r.label_metrics(labelset)
+            metric_docs.append(dict(tb.flatten("", doc.get("metrics", doc), [])) if doc else {})
+        keys = [k for k in dict.fromkeys(k for d in metric_docs for k in d)
+                if all(isinstance(d.get(k), int | float | type(None)) for d in metric_docs)]
+        for k in keys:
+            rows.append((f"{labelset}: {k}", [d.get(k) for d in metric_docs]))
+    if result is not None:
+        lm = result.label_means.filter(pl.col("layer").is_null() & (pl.col("measure") == score))
+        for label, name in ((0, "correct"), (1, "hallucinated")):
+            vals = []
+            for rid in ids:
+                sub = lm.filter((pl.col("run_id") == rid) & (pl.col("label") == label))
+                vals.append(sub["mean"][0] if sub.height else None)
+            rows.append((f"mean {score}, {name}", vals))
+    sec.table(tb.comparison_table("compare", "Metrics per run", ids, rows))
+    if result is not None and result.layer_profile.height:
+        prof = result.layer_profile.filter(pl.col("measure") == score)
+        used = sorted({int(x) for rid in ids for x in ((result.summary.get(rid) or {}).get("target_layers") or [])})
+        sec.blocks.append(charts.block("compare layers", ch.layer_metric_chart(
+            prof, "auroc", "AUROC (hallucinated scores lower)", f"AUROC of {score} by layer, all runs", used,
+            ref=0.5, color="run_id")))
+    return sec

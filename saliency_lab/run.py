@@ -1,0 +1,257 @@
+"""`capture(cfg)`: run generation + saliency capture over a manifest into a Parquet dataset (SPEC 4-5).
+
+The model is loaded once; the samples of this process's shard are captured one by one, buffered and written
+as atomic parts (`store.writer`). A per-sample problem (SampleError: missing/corrupt image, context too long,
+non-finite gradients) becomes a `samples` row with status 'error' and the run goes on. Ctrl-C or any other
+exception first flushes every sample already complete, so nothing finished is lost; `resume=True` continues.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+from saliency_lab.config import CaptureConfig, DecodingConfig, ManifestSample, ModelConfig, SaliencyConfig
+from saliency_lab.errors import SaliencyLabError, SampleError
+from saliency_lab.manifest import Manifest, load_manifest, sample_seed, shard_of
+from saliency_lab.progress import Progress
+from saliency_lab.store.runinfo import RUN_JSON, build_run_info, read_run_info, write_or_check_run_info
+from saliency_lab.store.schema import table_from_columns
+from saliency_lab.store.writer import ShardLock, ShardWriter
+
+_RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class _Result(Protocol):
+    tables: dict[str, pa.Table]
+    seconds: float
+
+
+CaptureFn = Callable[[Any, ManifestSample, DecodingConfig, SaliencyConfig, str], _Result]
+LoadFn = Callable[[ModelConfig], Any]
+
+
+@dataclass
+class RunResult:
+    """What one `capture` call did (for its shard)."""
+
+    run_dir: Path
+    run_id: str
+    shard: tuple[int, int]
+    total: int  # samples of the manifest that belong to this shard
+    ok: int  # captured now with status 'ok'
+    error: int  # captured now with status 'error'
+    skipped: int  # already committed by an earlier (resumed) process
+    seconds: float
+    verify_max_abs_diff: float | None = None  # with --verify: worst |single pass - reference| over samples
+
+    def summary(self) -> str:
+        k, n = self.shard
+        shard = f" (shard {k}/{n})" if n > 1 else ""
+        verify = "" if self.verify_max_abs_diff is None else f"; verify max |diff| {self.verify_max_abs_diff:.3g}"
+        return (
+            f"run {self.run_id}{shard}: {self.ok} ok, {self.error} error, {self.skipped} already done "
+            f"of {self.total} samples in {self.seconds:.1f} s{verify}"
+        )
+
+
+def default_run_id(cfg: CaptureConfig, manifest: Manifest) -> str:
+    """`<model>-<manifest>-<hash of everything that changes numbers>`: the same command line gives the same
+    id, so independently started shard processes and `--resume` find the same run without `--run-id`."""
+    dec = cfg.to_json()
+    key = {
+        "model": {k: v for k, v in dec["model"].items() if k != "device"},
+        "decoding": dec["decoding"],
+        "saliency": {k: v for k, v in dec["saliency"].items() if k != "verify"},
+        "manifest": manifest.sha256,
+        "shards": cfg.shard[1],
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
+
+    def clean(s: str) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", s).strip("-._")[:40] or "x"
+
+    model_name = Path(cfg.model.model.rstrip("/")).name
+    return f"{clean(model_name)}-{clean(manifest.path.stem)}-{digest}"
+
+
+def enabled_tables(cfg: CaptureConfig) -> list[str]:
+    tables = ["samples", "tokens", "saliency"]
+    if cfg.saliency.candidates > 0:
+        tables.append("candidates")
+    if cfg.saliency.rows:
+        tables.append("rows")
+    if cfg.decoding.strategy == "sgrs":
+        tables.append("decisions")
+    return tables
+
+
+def error_row(run_id: str, sample: ManifestSample, reason: str, seconds: float) -> pa.Table:
+    """The `samples` row recording a failed sample: manifest fields, status 'error', one-line reason."""
+    return table_from_columns(
+        "samples",
+        {
+            "run_id": [run_id],
+            "sample_id": [sample.sample_id],
+            "image_id": [sample.image_id],
+            "image_path": [sample.image],
+            "system": [sample.system],
+            "prompt": [sample.prompt],
+            "status": ["error"],
+            "error": [" ".join(str(reason).split()) or "unknown error"],
+            "seconds": [seconds],
+            "meta": [None if sample.meta is None else json.dumps(sample.meta, sort_keys=True)],
+        },
+    )
+
+
+def _with_manifest_fields(samples: pa.Table, sample: ManifestSample) -> pa.Table:
+    """Fill manifest fields the capture left null (meta as JSON text), so every row carries its input."""
+    values = {
+        "image_id": sample.image_id,
+        "image_path": sample.image,
+        "system": sample.system,
+        "meta": None if sample.meta is None else json.dumps(sample.meta, sort_keys=True),
+    }
+    for name, value in values.items():
+        if value is None or name not in samples.schema.names:
+            continue
+        col = samples.column(name)
+        if col.null_count == len(col):
+            idx = samples.schema.get_field_index(name)
+            samples = samples.set_column(idx, samples.schema.field(name), pa.array([value] * len(col), col.type))
+    return samples
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    if "numpy" in sys.modules:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    if "torch" in sys.modules:  # imported by the model loader; never imported here just to seed it
+        import torch
+
+        torch.manual_seed(seed)
+
+
+def _validate(cfg: CaptureConfig) -> None:
+    k, n = cfg.shard
+    if not (isinstance(n, int) and isinstance(k, int) and n >= 1 and 0 <= k < n):
+        raise SaliencyLabError(f"--shard {k}/{n}: need 0 <= k < N, e.g. --shard 0/4 ... --shard 3/4")
+    if cfg.samples_per_part < 1:
+        raise SaliencyLabError(f"--samples-per-part {cfg.samples_per_part}: must be >= 1")
+    if cfg.run_id is not None and not _RUN_ID_RE.match(cfg.run_id):
+        raise SaliencyLabError(
+            f"--run-id {cfg.run_id!r}: use letters, digits, '.', '_' or '-' (no slashes), at most 128 characters"
+        )
+
+
+def _default_load(model_cfg: ModelConfig, quiet: bool = False) -> Any:
+    from saliency_lab.models.registry import load_model
+
+    if quiet:  # transformers draws its own "Loading weights" bar; --quiet means no bars at all
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    return load_model(model_cfg)
+
+
+def _default_capture() -> CaptureFn:
+    from saliency_lab.saliency.capture import capture_sample
+
+    return capture_sample
+
+
+def capture(
+    cfg: CaptureConfig,
+    *,
+    load_fn: LoadFn | None = None,
+    capture_fn: CaptureFn | None = None,
+) -> RunResult:
+    """Capture this process's shard of `cfg.data` into `<cfg.out>/<run_id>`; see the module docstring.
+
+    `load_fn` / `capture_fn` replace the model loader and the per-sample capture (tests inject fakes).
+    """
+    t0 = time.perf_counter()
+    _validate(cfg)
+    manifest = load_manifest(cfg.data)  # validates every line before anything is written
+    run_id = cfg.run_id or default_run_id(cfg, manifest)
+    run_dir = Path(cfg.out) / run_id
+    k, n_shards = cfg.shard
+    mine = [s for s in manifest.samples if shard_of(s.sample_id, n_shards) == k]
+
+    writer = ShardWriter(run_dir, k, enabled_tables(cfg), cfg.samples_per_part)
+    # Cheap checks before the (slow) model load: a newer dataset, or an unintended overwrite.
+    if (run_dir / RUN_JSON).exists():
+        read_run_info(run_dir)
+    if not cfg.resume and writer.has_data():
+        raise SaliencyLabError(
+            f"{run_dir}: shard {k} already holds captured data; pass --resume to continue it, "
+            "or pick a new --run-id or --out"
+        )
+
+    bundle = load_fn(cfg.model) if load_fn else _default_load(cfg.model, cfg.quiet)
+    sample_fn = capture_fn or _default_capture()
+    info = build_run_info(cfg, run_id, bundle.info(), manifest.path, manifest.sha256)
+    write_or_check_run_info(run_dir, info)
+
+    lock = ShardLock(run_dir, k)
+    lock.acquire()
+    progress: Progress | None = None
+    ok = err = 0
+    verify_diff: float | None = None
+    try:
+        committed = writer.recover()
+        todo = [s for s in mine if s.sample_id not in committed]
+        skipped = len(mine) - len(todo)
+        progress = Progress(len(todo), desc=f"capture {run_id}" + (f" [{k}/{n_shards}]" if n_shards > 1 else ""),
+                            quiet=cfg.quiet)
+        try:
+            for sample in todo:
+                _seed_everything(sample_seed(cfg.decoding.seed, sample.sample_id))
+                ts = time.perf_counter()
+                try:
+                    result = sample_fn(bundle, sample, cfg.decoding, cfg.saliency, run_id)
+                    tables = dict(result.tables)
+                    tables["samples"] = _with_manifest_fields(tables["samples"], sample)
+                    diff = (getattr(result, "stats", None) or {}).get("verify_max_abs_diff")
+                    if diff is not None:
+                        verify_diff = max(float(diff), verify_diff or 0.0)
+                except SampleError as exc:
+                    tables = {"samples": error_row(run_id, sample, str(exc), time.perf_counter() - ts)}
+                status = tables["samples"].column("status")[0].as_py()
+                if status == "ok":
+                    ok += 1
+                else:
+                    err += 1
+                writer.add(tables)
+                progress.update(1, ok=ok, error=err)
+        finally:
+            # Reached on success, Ctrl-C and crashes alike: complete samples are committed, never lost.
+            writer.flush()
+    finally:
+        if progress is not None:
+            progress.close()
+        lock.release()
+    return RunResult(
+        run_dir=run_dir,
+        run_id=run_id,
+        shard=(k, n_shards),
+        total=len(mine),
+        ok=ok,
+        error=err,
+        skipped=skipped,
+        seconds=time.perf_counter() - t0,
+        verify_max_abs_diff=verify_diff,
+    )

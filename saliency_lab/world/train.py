@@ -1,0 +1,188 @@
+"""Train the world's small LLaVA from scratch on CPU: `python -m saliency_lab.world.train --out DIR`.
+
+Fresh scenes every step (a pure function of seed and step), a mix of caption and POPE-style yes/no examples,
+loss on the answer + EOS only, AdamW with warm-up and cosine decay over a fixed number of steps, so a run is
+reproducible for a given (seed, steps, batch size, thread count). Periodic checkpoints go to DIR; the final
+model, processor, held-out metrics and the training log are written there at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from saliency_lab.world.captions import CAPTION_PROMPT, answer, caption, question
+from saliency_lab.world.model import ModelSpec, build_model, build_processor, pixel_values
+from saliency_lab.world.render import render
+from saliency_lab.world.scenes import CATEGORIES, WorldConfig, sample_scene, scene_rng
+from saliency_lab.world.tokenizer import build_tokenizer, synonyms_text
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    steps: int = 1800
+    batch_size: int = 40
+    lr: float = 1.5e-3
+    min_lr_ratio: float = 0.05
+    warmup: int = 100
+    weight_decay: float = 0.01
+    question_share: float = 0.35  # share of POPE-style yes/no examples
+    threads: int = 2
+    log_every: int = 25
+    checkpoint_every: int = 100
+    eval_scenes: int = 300
+    world: WorldConfig = field(default_factory=WorldConfig)
+    model: ModelSpec = field(default_factory=ModelSpec)
+
+
+class ExampleEncoder:
+    """Token ids of (prompt, answer) pairs exactly as the chat template + processor produce them."""
+
+    def __init__(self, processor):
+        self.processor = processor
+        self.tok = processor.tokenizer
+        self._prefix: dict[str, list[int]] = {}
+
+    def prefix(self, prompt: str) -> list[int]:
+        if prompt not in self._prefix:
+            msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+            text = self.processor.apply_chat_template(msgs, add_generation_prompt=True)
+            n_img = self.processor.image_processor.crop_size["height"] // self.processor.patch_size
+            text = text.replace(self.processor.image_token, self.processor.image_token * n_img * n_img)
+            self._prefix[prompt] = self.tok(text).input_ids
+        return self._prefix[prompt]
+
+    def encode(self, prompt: str, target: str) -> tuple[list[int], list[int]]:
+        pre = self.prefix(prompt)
+        ans = self.tok(target, add_special_tokens=False).input_ids + [self.tok.eos_token_id]
+        return pre + ans, [-100] * len(pre) + ans
+
+
+def make_batch(cfg: TrainConfig, step: int, enc: ExampleEncoder, processor):
+    rng = scene_rng(cfg.seed, step, stream=2)
+    images, seqs = [], []
+    for _ in range(cfg.batch_size):
+        scene = sample_scene(cfg.world, rng)
+        img, _ = render(scene, cfg.world)
+        images.append(img)
+        if rng.random() < cfg.question_share:
+            present = scene.categories()
+            if rng.random() < 0.5:
+                cat, yes = present[int(rng.integers(len(present)))], True
+            else:
+                absent = [c for c in CATEGORIES if c not in present]
+                cat, yes = absent[int(rng.integers(len(absent)))], False
+            seqs.append(enc.encode(question(cat), answer(yes)))
+        else:
+            seqs.append(enc.encode(CAPTION_PROMPT, caption(scene)))
+    width = max(len(ids) for ids, _ in seqs)
+    pad = enc.tok.pad_token_id
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    labels = torch.full((len(seqs), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, (x, y) in enumerate(seqs):  # right padding: positions stay 0..n-1 for every real token
+        ids[i, : len(x)] = torch.tensor(x)
+        labels[i, : len(y)] = torch.tensor(y)
+        mask[i, : len(x)] = 1
+    return ids, mask, labels, pixel_values(images, processor)
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def save(model, processor, out: str, extra: dict | None = None) -> None:
+    os.makedirs(out, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    if extra:
+        with open(os.path.join(out, "world.json"), "w") as fh:
+            json.dump(extra, fh, indent=1)
+
+
+def train(cfg: TrainConfig, out: str, log=print) -> dict:
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    tok = build_tokenizer()
+    processor = build_processor(tok, cfg.model)
+    model = build_model(tok, cfg.model, cfg.seed)
+    model.train()
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(0.9, 0.98),
+    )
+    enc = ExampleEncoder(processor)
+    n_params = sum(p.numel() for p in model.parameters())
+    meta = {"train_config": asdict(cfg), "n_params": n_params}
+    os.makedirs(out, exist_ok=True)
+    log_path = os.path.join(out, "train_log.jsonl")
+    logf = open(log_path, "w")
+    t0 = time.time()
+    ema = None
+    for step in range(cfg.steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(cfg, step)
+        ids, mask, labels, pix = make_batch(cfg, step, enc, processor)
+        loss = model(input_ids=ids, attention_mask=mask, pixel_values=pix, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+            rec = {"step": step, "loss": round(loss.item(), 5), "loss_ema": round(ema, 5),
+                   "lr": lr_at(cfg, step), "elapsed_s": round(time.time() - t0, 1)}
+            logf.write(json.dumps(rec) + "\n")
+            logf.flush()
+            log(f"step {step:5d}  loss {loss.item():.4f}  ema {ema:.4f}  {rec['elapsed_s']:7.1f}s")
+        if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+            save(model, processor, os.path.join(out, "checkpoint"), {**meta, "step": step + 1})
+    logf.close()
+    train_s = time.time() - t0
+    model.eval()
+    meta.update({"steps": cfg.steps, "train_seconds": round(train_s, 1), "final_loss_ema": ema})
+    save(model, processor, out, meta)
+    with open(os.path.join(out, "synonyms.txt"), "w") as fh:
+        fh.write(synonyms_text())
+    return meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Train the scene world's small LLaVA from scratch on CPU.")
+    ap.add_argument("--out", required=True, help="output folder for the checkpoint and logs")
+    ap.add_argument("--steps", type=int, default=TrainConfig.steps)
+    ap.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    ap.add_argument("--seed", type=int, default=TrainConfig.seed)
+    ap.add_argument("--threads", type=int, default=TrainConfig.threads)
+    ap.add_argument("--lr", type=float, default=TrainConfig.lr)
+    ap.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
+    args = ap.parse_args(argv)
+    cfg = TrainConfig(seed=args.seed, steps=args.steps, batch_size=args.batch_size, threads=args.threads,
+                      lr=args.lr)
+    meta = train(cfg, args.out)
+    print(f"trained {cfg.steps} steps in {meta['train_seconds']:.0f}s; model in {args.out}")
+    if not args.no_eval:
+        from saliency_lab.world.evaluate import evaluate_checkpoint
+
+        metrics = evaluate_checkpoint(args.out, cfg.world, seed=cfg.seed + 1000, n=cfg.eval_scenes)
+        with open(os.path.join(args.out, "metrics.json"), "w") as fh:
+            json.dump({**metrics, "train_seconds": meta["train_seconds"], "steps": cfg.steps,
+                       "n_params": meta["n_params"]}, fh, indent=1)
+        print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
