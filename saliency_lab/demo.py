@@ -77,7 +77,7 @@ def resolve_model(cfg: DemoConfig, log: _Log) -> Path:
         steps = cfg.retrain_steps or TrainConfig.steps
         dest = out / "model"
         log(f"retraining the scene-world model from scratch ({steps} steps) into {dest} ...")
-        train(TrainConfig(steps=steps), str(dest), log=lambda m: None)
+        train(TrainConfig(steps=steps), str(dest), log=log)
         return dest
     path = Path(cfg.model) if cfg.model else DEFAULT_MODEL
     if not (path / "config.json").is_file():
@@ -164,12 +164,17 @@ def run_demo(cfg: DemoConfig, printer=print) -> dict[str, Any]:
             if not _available(needs[name]):
                 log.skip(f"{name} capture", f"{needs[name]} is not in this installation")
                 continue
-            r = _capture(model, ws.caption_manifest, runs, name, cfg, decoding=dec)
+            try:
+                r = _capture(model, ws.caption_manifest, runs, name, cfg, decoding=dec)
+                slot = {"dir": str(r.run_dir), "decoding": asdict(dec)}
+                if have_labels:
+                    _label_chair(r.run_dir, ws, slot)
+            except Exception as exc:  # an optional stage must not sink the demo; say what failed
+                log.skip(f"{name} run", f"it failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
+                continue
             log(f"captured with {name}: {r.summary()}")
-            summary["runs"][name] = {"dir": str(r.run_dir), "decoding": asdict(dec)}
+            summary["runs"][name] = slot
             caption_runs[name] = r.run_dir
-            if have_labels:
-                _label_chair(r.run_dir, ws, summary["runs"][name])
 
     if cfg.report and _available("saliency_lab.report"):
         from saliency_lab.report import ReportConfig, build_report

@@ -12,7 +12,9 @@ import hashlib
 import json
 import random
 import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -157,6 +159,18 @@ def _validate(cfg: CaptureConfig) -> None:
         )
 
 
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _sigterm_as_interrupt() -> tuple[Any] | None:
+    """Treat SIGTERM (batch schedulers, `kill`) like Ctrl-C so complete samples are flushed; returns the
+    previous handler (in a tuple: it may itself be None), or None outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return (signal.signal(signal.SIGTERM, _raise_interrupt),)
+
+
 def _default_load(model_cfg: ModelConfig, quiet: bool = False) -> Any:
     from saliency_lab.models.registry import load_model
 
@@ -208,6 +222,7 @@ def capture(
 
     lock = ShardLock(run_dir, k)
     lock.acquire()
+    old_term = _sigterm_as_interrupt()
     progress: Progress | None = None
     ok = err = 0
     verify_diff: float | None = None
@@ -244,6 +259,8 @@ def capture(
         if progress is not None:
             progress.close()
         lock.release()
+        if old_term is not None and old_term[0] is not None:
+            signal.signal(signal.SIGTERM, old_term[0])
     return RunResult(
         run_dir=run_dir,
         run_id=run_id,

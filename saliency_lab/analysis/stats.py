@@ -156,7 +156,7 @@ def adjust_pvalues(p: np.ndarray, method: str) -> np.ndarray:
     if method == "holm":
         adj = np.maximum.accumulate((m - np.arange(m)) * sq)
     elif method == "bh":
-        adj = np.minimum.accumulate((m / np.arange(m, 0, -1) * sq[::-1]))[::-1]
+        adj = np.minimum.accumulate(m / np.arange(m, 0, -1) * sq[::-1])[::-1]
     else:
         raise ValueError(f"unknown correction {method!r}")
     res = np.empty(m)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -181,4 +182,7 @@ def run_capture(args: argparse.Namespace) -> int:
     result = capture(config_from_args(args))
     print(f"run written to {result.run_dir}")
     print(result.summary())
+    if result.error:
+        print(f"{result.error} sample(s) failed; their one-line reasons are in the samples table "
+              "(status = 'error', column error)", file=sys.stderr)
     return 0

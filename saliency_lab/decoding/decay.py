@@ -20,11 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
+from saliency_lab.config import DecodingConfig, HeadsMode
 from saliency_lab.decoding.locore import Positions, apply_gain, as_positions
+from saliency_lab.decoding.result import DecodeResult
+from saliency_lab.errors import SaliencyLabError
 
 
 @dataclass
@@ -90,3 +93,54 @@ class SaliencyDecayHook:
 
     def __repr__(self) -> str:
         return f"SaliencyDecayHook(rate={self.rate}, positions={sorted(self.positions)})"
+
+
+def decode_with_decay(bundle: Any, prepared: Any, decoding: DecodingConfig, decay: SaliencyDecayConfig,
+                      *, heads: HeadsMode = "sum_abs") -> DecodeResult:
+    """Greedy / top-k sampling (our loop) with the decay intervention; SGRS via `decode_sgrs(extra_hooks=...)`.
+
+    With `threshold` set, every step >= 1 runs with gradients through the target layers and one backward for the
+    emitted token; its normalized prev saliency (mean over the layers) decides whether it is decayed from the
+    next forward on. `stats` holds `decayed_steps` and the per-step `prev_norm` values (None at step 0).
+    """
+    from saliency_lab.decoding.hooks import intervention_hooks
+    from saliency_lab.decoding.loop import CachedDecoder, eos_set, make_generator, target_layers
+    from saliency_lab.decoding.selection import draw_index, top_k_candidates
+
+    if decoding.strategy not in ("greedy", "sample"):
+        raise SaliencyLabError(
+            f"saliency decay runs with strategy greedy or sample, not {decoding.strategy!r}; for SGRS pass "
+            "SaliencyDecayHook(...) to decode_sgrs(extra_hooks=...)"
+        )
+    decay.validate()
+    hook = SaliencyDecayHook(decay, prepared.n_input)
+    online = decay.threshold is not None
+    layers = target_layers(bundle.n_layers, decay.layers) if online else []
+    dec = CachedDecoder(bundle, prepared, hooks=intervention_hooks(decoding, prepared.n_input) + [hook],
+                        grad_layers=layers)
+    gen = make_generator(decoding, prepared.sample_id)
+    eos = eos_set(bundle)
+    out: list[int] = []
+    prev_norm: list[float | None] = []
+    with dec.active():
+        logits = dec.prefill()
+        for step in range(decoding.max_new_tokens):
+            sel = dec.selection_logits(logits)
+            if decoding.strategy == "greedy":
+                tok = int(torch.argmax(sel))
+            else:
+                cands = top_k_candidates(sel, decoding.top_k or sel.numel(), decoding.temperature)
+                tok = cands.ids[draw_index(cands.probs, gen)]
+            value = None
+            if online and step >= 1:
+                logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+                value = dec.row_stats(logp, tok, heads, retain=False).prev_norm()
+                if value is not None and value > decay.threshold:
+                    hook.add_step(step)
+            prev_norm.append(value)
+            out.append(tok)
+            if tok in eos or len(out) == decoding.max_new_tokens:
+                break
+            logits = dec.step(tok, grad=online)
+    decayed = sorted(p - prepared.n_input for p in hook.positions if p - prepared.n_input < len(out))
+    return DecodeResult(output_ids=out, stats={"decayed_steps": decayed, "prev_norm": prev_norm, "hook": hook})

@@ -6,6 +6,7 @@ SentencePiece-like BPE with a Metaspace (U+2581) pre-tokenizer and byte fallback
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -47,15 +48,20 @@ def _train(style: TokenizerStyle, specials: list[str], vocab_size: int) -> Token
         tok.decoder = decoders.Sequence(
             [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
         )
-        # Byte-fallback tokens <0x00>..<0xFF> must exist so any character is encodable.
-        byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
         trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size + 256, special_tokens=specials + byte_tokens, show_progress=False,
-            limit_alphabet=60,
+            vocab_size=vocab_size, special_tokens=specials, show_progress=False, limit_alphabet=60
         )
     else:  # pragma: no cover - guarded by callers
         raise ValueError(style)
     tok.train_from_iterator([CORPUS] * 2, trainer=trainer)
+    if style == "metaspace":
+        # Byte-fallback pieces <0x00>..<0xFF> are ordinary vocabulary entries (as in SentencePiece), so any
+        # character is encodable and decoding them is not "special".
+        data = json.loads(tok.to_str())
+        vocab = data["model"]["vocab"]
+        for b in range(256):
+            vocab.setdefault(f"<0x{b:02X}>", len(vocab))
+        tok = Tokenizer.from_str(json.dumps(data))
     return tok
 
 

@@ -72,18 +72,22 @@ def _analyze(paths: list[Path], labelset: str, cfg: ReportConfig) -> Any:
     return analyze([str(p) for p in paths], labelset, acfg)
 
 
-def _calibration(paths: list[Path], labelset: str | None, cfg: ReportConfig) -> tuple[Calibration | None, str | None]:
+def _calibration(paths: list[Path], labelset: str | None, cfg: ReportConfig, missing: str
+                 ) -> tuple[Calibration | None, str | None]:
     if cfg.calibration is not None:
         return load_calibration(cfg.calibration), None
     if not labelset:
-        return None, NEEDS_LABELS
+        return None, missing
     if not cfg.compute_calibration:
         return None, ("No calibration results: pass --calibration DIR (from `saliency-lab calibrate`) or drop "
                       "--no-calibrate to compute it here.")
     from saliency_lab.analysis import CalibrationConfig, calibrate
 
     # Calibrate on the first run: the baseline whose generations SGRS would filter.
-    res = calibrate([str(paths[0])], labelset, CalibrationConfig(score=cfg.score))
+    try:
+        res = calibrate([str(paths[0])], labelset, CalibrationConfig(score=cfg.score))
+    except SaliencyLabError as exc:  # e.g. labels of one kind only: say so in the page, keep the rest
+        return None, f"SGRS calibration could not run: {exc}"
     return calibration_from_result(res, f"computed by the report on {paths[0]} (labels {labelset})"), None
 
 
@@ -98,9 +102,17 @@ def build_report(runs: Sequence[str | Path] | str | Path, out_html: str | Path,
     if len(set(ids)) != len(ids):
         raise SaliencyLabError(f"two runs share a run_id ({', '.join(ids)}); report runs with distinct ids")
     labelset = find_labelset(data, cfg.labels)
-    labeled = [p for p, r in zip(paths, data, strict=True) if labelset and labelset in r.labelsets]
+    with_set = [r for r in data if labelset and labelset in r.labelsets]
+    # A label set can exist and still be empty (CHAIR found no object mentions): nothing to compare then.
+    labeled_runs = [r for r in with_set if r.n_labeled(labelset) > 0]
+    labeled = [r.path for r in labeled_runs]
+    missing = NEEDS_LABELS
+    if with_set and not labeled_runs:
+        missing = (f"The label set {labelset!r} has no labeled tokens in "
+                   f"{', '.join(r.run_id for r in with_set)} (e.g. CHAIR found no object mentions in the "
+                   "captions), so there is nothing to compare; label other samples or use human labels.")
     result = _analyze(labeled, labelset, cfg) if labeled else None
-    cal, cal_missing = _calibration(labeled or paths, labelset if labeled else None, cfg)
+    cal, cal_missing = _calibration(labeled, labelset if labeled else None, cfg, missing)
 
     layers_by_run = {r.run_id: _score_layers(r, cfg, result) for r in data}
     halluc: dict[str, pl.DataFrame | None] = {}
@@ -113,19 +125,20 @@ def build_report(runs: Sequence[str | Path] | str | Path, out_html: str | Path,
     dist = labeled_scores([str(p) for p in labeled], labelset, cfg.layers, cfg.score) if result else None
     charts = Charts()
     sections: list[Section] = [summary_section(data, labelset, result.summary if result else None)]
-    sections += [means_section(result, cfg.score, charts), curve_section(result, cfg.score, charts),
-                 distributions_section(result, cfg.score, charts, dist),
-                 layers_section(result, cfg.score, charts, layers_by_run)]
+    sections += [means_section(result, cfg.score, charts, missing),
+                 curve_section(result, cfg.score, charts, missing),
+                 distributions_section(result, cfg.score, charts, dist, missing),
+                 layers_section(result, cfg.score, charts, layers_by_run, missing)]
     sections.append(maps_section(data, charts, layers_by_run, halluc, scores, cfg.samples, cfg.n_auto_samples,
                                  cfg.max_map_steps))
-    sections.append(_failures_section(data, result, cfg))
+    sections.append(_failures_section(data, result, cfg, missing))
     sections.append(calibration_section(cal, cal_missing, charts))
     cmp = compare_section(data, result, labelset, cfg.score, charts)
     if cmp is not None:
         sections.append(cmp)
-    if labelset and len(labeled) < len(data):
-        sections[0].note("Runs without the label set " + labelset + ": "
-                         + ", ".join(r.run_id for r in data if labelset not in r.labelsets))
+    if labelset and len(labeled_runs) < len(data):
+        sections[0].note(f"Runs without labeled tokens in the label set {labelset}: "
+                         + ", ".join(r.run_id for r in data if r not in labeled_runs))
 
     html = _render(data, labelset, cfg, sections, charts)
     out = Path(out_html)
@@ -146,12 +159,12 @@ def _score_layers(run: RunData, cfg: ReportConfig, result: Any) -> list[int]:
     return list(cfg.layers) if cfg.layers else default_layers(run)
 
 
-def _failures_section(data: list[RunData], result: Any, cfg: ReportConfig) -> Section:
+def _failures_section(data: list[RunData], result: Any, cfg: ReportConfig, missing: str) -> Section:
     sec = Section("failures", "Failure cases",
                   intro="Where the score misleads: hallucinated tokens with a high score (saliency did not "
                         "drop) and correct tokens with a low one, ranked by the analysis (paper App. B.2).")
     if result is None:
-        sec.needs = NEEDS_LABELS
+        sec.needs = missing
         return sec
     for run in data:
         if run.run_id not in result.summary:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from saliency_lab.errors import SaliencyLabError
 from saliency_lab.store.schema import check_schema_version
@@ -77,6 +78,10 @@ class RunData:
     def label_table(self, labelset: str) -> pl.DataFrame | None:
         path = self.labelsets.get(labelset)
         return pl.read_parquet(path) if path else None
+
+    def n_labeled(self, labelset: str) -> int:
+        path = self.labelsets.get(labelset)
+        return pq.ParquetFile(path).metadata.num_rows if path else 0
 
     def label_metrics(self, labelset: str) -> dict[str, Any]:
         """The label set's JSON side file (CHAIR / POPE metrics), empty when absent or unreadable."""

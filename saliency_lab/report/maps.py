@@ -31,6 +31,8 @@ class SaliencyMap:
 
 def token_label(step: int, text: str) -> str:
     shown = text.strip() or ("⏎" if "\n" in text else ("␣" if text else "⟨eos⟩"))
+    # Control characters (random tiny models emit them) would be invisible or break the axis layout.
+    shown = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in shown)
     return f"{step:>3} {shown}"
 
 
@@ -127,6 +129,14 @@ def pick_samples(token_scores: pl.DataFrame | None, candidates: list[str], n_eac
             if sid not in [p[0] for p in picked]:
                 picked.append((sid, f"clearest correct caption: labeled objects all correct, mean score {mean:.4f}",
                                None))
+        if not any(p[1].startswith("clearest correct") for p in picked):
+            # Every labeled caption has a hallucination: show the correct token that scores highest instead.
+            cor = ts.filter(pl.col("label") == 0).sort(["score", "sample_id", "step"], descending=[True, False, False])
+            for sid, step, score in cor.select("sample_id", "step", "score").iter_rows():
+                if sid not in [p[0] for p in picked]:
+                    picked.append((sid, f"clearest correct token: step {step} scores {score:.4f}, the highest score "
+                                        "of any correct token (no caption is free of hallucinations)", int(step)))
+                    break
     if not picked:
         per = ts.group_by("sample_id").agg(pl.col("score").min().alias("low"), pl.col("score").mean().alias("mean"))
         low = per.sort(["low", "sample_id"]).row(0, named=True)

@@ -124,6 +124,9 @@ def compare_section(runs: list[RunData], result: Any, labelset: str | None, scor
                 sub = lm.filter((pl.col("run_id") == rid) & (pl.col("label") == label))
                 vals.append(sub["mean"][0] if sub.height else None)
             rows.append((f"mean {score}, {name}", vals))
+        tests = result.tests or {}
+        rows.append((f"AUROC {score}", [((tests.get(rid) or {}).get(score) or {}).get("auroc") for rid in ids]))
+        rows.append((f"Cohen's d {score}", [((tests.get(rid) or {}).get(score) or {}).get("cohen_d") for rid in ids]))
     sec.table(tb.comparison_table("compare", "Metrics per run", ids, rows))
     if result is not None and result.layer_profile.height:
         prof = result.layer_profile.filter(pl.col("measure") == score)

@@ -30,14 +30,15 @@ def _measures(df: pl.DataFrame, score: str) -> list[str]:
     return sorted(found, key=lambda m: (m != score, m))
 
 
-def means_section(result: Any, score: str, charts: Charts) -> Section:
+def means_section(result: Any, score: str, charts: Charts,
+                  missing: str = NEEDS_LABELS) -> Section:
     sec = Section("means", "Correct vs hallucinated tokens (Table 4)",
                   intro="Mean ± sd of each token score for correct and hallucinated tokens, with the tests "
                         "against 'no difference'. AUROC is the probability that a hallucinated token scores "
                         "lower than a correct one (0.5 = chance). Attention-only baselines answer the paper's "
                         "claim: does saliency separate the two better than plain attention?")
     if result is None:
-        sec.needs = NEEDS_LABELS
+        sec.needs = missing
         return sec
     lm = result.label_means.filter(pl.col("layer").is_null())
     t = tb.Table(key="label-means", title="Token score by label (target layers)",
@@ -145,13 +146,14 @@ def attention_table(run_id: str, comparison: dict[str, Any]) -> tb.Table | None:
     return t if t.rows else None
 
 
-def curve_section(result: Any, score: str, charts: Charts) -> Section:
+def curve_section(result: Any, score: str, charts: Charts,
+                  missing: str = NEEDS_LABELS) -> Section:
     sec = Section("curve", "Hallucination rate by score bin (Fig. 8b)",
                   intro="Tokens binned by score (equal-width bins on [0, 1] unless configured otherwise); "
                         "each point is the share of hallucinated tokens in the bin with its Wilson 95% interval. "
                         "The paper finds the rate falls steadily as saliency rises.")
     if result is None:
-        sec.needs = NEEDS_LABELS
+        sec.needs = missing
         return sec
     curve = result.curve
     items = []
@@ -177,13 +179,14 @@ def _ci(lo: Any, hi: Any) -> str:
     return "–" if lo is None or hi is None else f"[{float(lo):.3f}, {float(hi):.3f}]"
 
 
-def distributions_section(result: Any, score: str, charts: Charts, token_scores: pl.DataFrame | None) -> Section:
+def distributions_section(result: Any, score: str, charts: Charts, token_scores: pl.DataFrame | None,
+                          missing: str = NEEDS_LABELS) -> Section:
     sec = Section("distributions", "Score by label (Fig. 8a)",
                   intro="Distribution of the token score for correct and hallucinated tokens (the tokens the "
                         "analysis tests), and mean ± sd of every measure per run (the numbers of the Table 4 "
                         "section).")
     if result is None:
-        sec.needs = NEEDS_LABELS
+        sec.needs = missing
         return sec
     items = []
     if token_scores is not None and token_scores.height:
@@ -196,12 +199,13 @@ def distributions_section(result: Any, score: str, charts: Charts, token_scores:
     return sec
 
 
-def layers_section(result: Any, score: str, charts: Charts, used_layers: dict[str, list[int]]) -> Section:
+def layers_section(result: Any, score: str, charts: Charts, used_layers: dict[str, list[int]],
+                   missing: str = NEEDS_LABELS) -> Section:
     sec = Section("layers", "Per-layer profile",
                   intro="AUROC and Cohen's d (negative: hallucinated tokens score lower) at each layer, for saliency and "
                         "the attention baselines. Shaded layers are the ones the token score averages.")
     if result is None:
-        sec.needs = NEEDS_LABELS
+        sec.needs = missing
         return sec
     prof = result.layer_profile
     lo_col, hi_col = _interval_cols(prof, "auroc")

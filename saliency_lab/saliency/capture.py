@@ -79,14 +79,14 @@ def generate_ids(bundle, prepared, decoding: DecodingConfig, hooks: list) -> lis
     return out[0, prepared.n_input:].tolist()
 
 
-def _sgrs(bundle, prepared, decoding: DecodingConfig):
+def _sgrs(bundle, prepared, decoding: DecodingConfig, heads: str = "sum_abs"):
     try:
         from saliency_lab.decoding.sgrs import decode_sgrs
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.startswith("saliency_lab.decoding"):
             raise SaliencyLabError("--strategy sgrs is not available in this installation") from None
         raise
-    return decode_sgrs(bundle, prepared, decoding)
+    return decode_sgrs(bundle, prepared, decoding, heads=heads)  # SGRS scores use the run's heads mode
 
 
 def capture_sample(bundle, sample: ManifestSample, decoding: DecodingConfig, sal: SaliencyConfig,
@@ -99,7 +99,7 @@ def capture_sample(bundle, sample: ManifestSample, decoding: DecodingConfig, sal
     hooks = intervention_hooks(decoding, prepared.n_input) or []
     decode_result = None
     if decoding.strategy == "sgrs":
-        decode_result = _sgrs(bundle, prepared, decoding)
+        decode_result = _sgrs(bundle, prepared, decoding, sal.heads)
         output_ids = list(decode_result.output_ids)
     elif decoding.strategy in ("greedy", "sample"):
         output_ids = generate_ids(bundle, prepared, decoding, hooks)

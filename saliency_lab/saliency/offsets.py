@@ -2,17 +2,15 @@
 
 `token_spans` guarantees: output_text == "".join(texts) and output_text[start:end] == text for every token.
 Works for byte-level BPE and SentencePiece/Metaspace tokenizers because it only uses `decode(prefix)`:
-each token's text is what its id adds to the decoded prefix. A multi-byte character split across tokens
-decodes to U+FFFD until its last byte arrives, so the character is assigned to the token that completes it
-(earlier tokens of the character get ''). Special tokens (EOS, ...) get '' and an empty span.
+each token's text is what its id adds to the decoded prefix, measured against the decoded whole. A multi-byte
+character split across tokens decodes to U+FFFD until its last byte arrives, so the character is assigned to the
+token that completes it (earlier tokens of the character get ''). Special tokens (EOS, ...) get '' and an empty span.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-
-REPLACEMENT = "\ufffd"
 
 
 @dataclass
@@ -23,40 +21,46 @@ class TokenSpans:
     ends: list[int]
 
 
+def _common_prefix_len(a: str, b: str, hint: int) -> int:
+    """len of the longest common prefix of a and b; `hint` is a guess that is usually a lower bound."""
+    k = min(hint, len(a), len(b))
+    if a[:k] != b[:k]:
+        k = 0
+    while k < len(a) and k < len(b) and a[k] == b[k]:
+        k += 1
+    return k
+
+
 def token_spans(ids: Sequence[int], decode: Callable[[list[int]], str], special_ids: Collection[int]) -> TokenSpans:
-    """Split the decoded output into per-token pieces (see module docstring)."""
-    kept: list[int] = []
-    committed = ""
-    texts: list[str] = []
-    last_text_token = -1
+    """Split the decoded output into per-token pieces (see module docstring).
+
+    output_text is decode(all non-special ids). Token k ends where decode(ids[:k+1]) stops agreeing with
+    output_text (running maximum, so spans never go backwards). A token whose bytes are not yet a full
+    character, or whose text a later token rewrites (e.g. byte-fallback groups decoded together), gets ''
+    and the text goes to the token that settles it.
+    """
+    kept = [int(t) for t in ids if t not in special_ids]
+    final = decode(kept) if kept else ""
+    ends: list[int] = []
+    prefix: list[int] = []
+    end = 0
+    last_text = -1
     for i, tid in enumerate(ids):
-        if tid in special_ids:
-            texts.append("")
-            continue
-        kept.append(int(tid))
-        cur = decode(kept)
-        stable = cur.rstrip(REPLACEMENT)  # an incomplete multi-byte character is still pending
-        if stable.startswith(committed):
-            piece = stable[len(committed):]
-            committed = stable
-        else:
-            # The decoder rewrote earlier text (rare: space clean-up rules); keep what is committed and
-            # attach nothing here, the final flush assigns the remainder.
-            piece = ""
-        texts.append(piece)
-        last_text_token = i
-    if kept:
-        final = decode(kept)
-        if final.startswith(committed) and len(final) > len(committed):
-            # Bytes that never completed a character (trailing U+FFFD) belong to the last text token.
-            texts[last_text_token] += final[len(committed):]
-    output_text = "".join(texts)
-    starts, ends, pos = [], [], 0
-    for t in texts:
-        starts.append(pos)
-        pos += len(t)
-        ends.append(pos)
-    return TokenSpans(output_text, texts, starts, ends)
+        if tid not in special_ids:
+            prefix.append(int(tid))
+            cur = decode(prefix)
+            end = max(end, _common_prefix_len(final, cur, end))
+            last_text = i
+        ends.append(end)
+    if last_text >= 0:
+        for i in range(last_text, len(ids)):  # everything left belongs to the last text token
+            ends[i] = len(final)
+    starts = [0] + ends[:-1] if ends else []
+    texts = [final[s:e] for s, e in zip(starts, ends, strict=True)]
+    for i, tid in enumerate(ids):
+        if tid in special_ids:  # special tokens keep an empty span at the current position
+            starts[i] = ends[i]
+    return TokenSpans(final, texts, starts, ends)
 
 
 def tokenizer_decode(tokenizer) -> Callable[[list[int]], str]:

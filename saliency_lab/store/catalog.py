@@ -240,6 +240,7 @@ class Catalog:
     def __init__(self, runs: Iterable[str | Path] | str | Path, threads: int | None = None):
         self.runs = resolve_runs(runs)
         self.con = duckdb.connect(":memory:")
+        self.con.execute("SET enable_progress_bar = false")
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
         self._keep: list[Any] = []  # Arrow objects the views scan; must outlive the connection's use

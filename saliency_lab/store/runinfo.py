@@ -100,7 +100,10 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
 def write_or_check_run_info(run_dir: str | Path, info: dict[str, Any]) -> dict[str, Any]:
     """Create run.json, or check that an existing one describes the same run; return the stored document."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SaliencyLabError(f"cannot create the run folder {run_dir} ({exc.strerror}); pick a writable --out") from None
     path = run_dir / RUN_JSON
     if not path.exists():
         tmp = run_dir / f".run.json.{socket.gethostname()}.{os.getpid()}.tmp"

@@ -137,7 +137,7 @@ DECISIONS = pa.schema(
         _f("rank", _I16),  # rank among the top-K by probability
         _f("token_id", _I32),
         _f("prob", _F32),
-        _f("score", _F32),
+        _f("score", _F32, True),  # null at step 0: no prior output tokens, score undefined
         _f("tau", _F32),
         _f("accepted", _BOOL),
         _f("fallback", _BOOL),

@@ -21,7 +21,7 @@ VISION_ARCHS = ("llava", "qwen2_vl", "qwen2_5_vl", "internvl")
 TEXT_ARCHS = ("llama", "qwen2")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_dir(arch: str, tokenizer: str = "bytelevel") -> Path:
     from transformers.utils import logging as hf_logging
 
@@ -29,12 +29,12 @@ def tiny_dir(arch: str, tokenizer: str = "bytelevel") -> Path:
     return build_tiny(arch, _ROOT / f"{arch}-{tokenizer}", tokenizer=tokenizer)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_bundle(arch: str, dtype: str = "float64", tokenizer: str = "bytelevel"):
     return load_model(ModelConfig(str(tiny_dir(arch, tokenizer)), dtype=dtype))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def image_path(w: int = 60, h: int = 50) -> str:
     p = _ROOT / f"img_{w}x{h}.png"
     img = Image.new("RGB", (w, h), (200, 30, 30))

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-_UNIT = Path(__file__).resolve().parents[1] / "unit" / "_report_fixtures.py"
-_spec = importlib.util.spec_from_file_location("_report_unit_fixtures", _UNIT)
+_UNIT = Path(__file__).resolve().parents[1] / "unit" / "_report_synth.py"
+_spec = importlib.util.spec_from_file_location("_report_synth", _UNIT)
 _mod = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_mod)
 synthetic_run = _mod.synthetic_run

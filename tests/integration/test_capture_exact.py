@@ -59,9 +59,10 @@ def test_naive_single_backward_differs(arch):
     b, p, out = _setup(arch, n_new=6)
     ref = reference_rows(b, p, out, "sum_abs")
     naive = reference_rows(b, p, out, "sum_abs", naive=True)
-    # Later losses leak into earlier rows: the early rows are badly wrong (relative error O(1)).
+    # Later losses leak into earlier rows. On these tiny random models the error is a few percent of the
+    # row (O(1) on trained models): still ~10^8 times the single-pass error bound above.
     rel = max(float((n - r).abs().max() / r.abs().max()) for n, r in zip(naive[:-1], ref[:-1], strict=True))
-    assert rel > 0.05
+    assert rel > 1e-2
     # The last row has no later loss, so the naive method is right there: the comparison is meaningful.
     assert float((naive[-1] - ref[-1]).abs().max()) <= 1e-10
 

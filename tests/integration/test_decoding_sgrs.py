@@ -1,4 +1,5 @@
 """SGRS in the cached gradient loop on tiny float64 models of every adapter family."""
+# ruff: noqa: F811  (pytest fixtures imported from _decoding_fixtures are redefined as parameters)
 
 from __future__ import annotations
 

@@ -172,3 +172,15 @@ def test_cli_writes_report_and_reports_bad_input(tmp_path, built, capsys):
     assert "run.json" in capsys.readouterr().err
     assert cli_main(["report", str(run), "-o", str(tmp_path / "z.html"), "--labels", "nope"]) == 2
     assert not (tmp_path / "y.html").exists() and not (tmp_path / "z.html").exists()
+
+
+def test_empty_label_set_is_explained_not_fatal(tmp_path):
+    from saliency_lab.store.schema import empty_table
+    from saliency_lab.store.writer import write_part_atomic
+
+    run = synthetic_run(tmp_path / "runs", "nomentions")
+    write_part_atomic(empty_table("labels"), run / "labels" / "chair.parquet")
+    html = build_report([run], tmp_path / "r.html", ReportConfig(**FAST)).read_text()
+    page = parse(html)
+    assert {"means", "curve", "layers", "failures", "calibration"} <= set(page.needs)
+    assert "has no labeled tokens" in html

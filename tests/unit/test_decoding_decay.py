@@ -60,3 +60,17 @@ def test_intervention_hooks_from_configs():
     # a decay at rate 1 or with nothing selected is no intervention
     assert intervention_hooks(DecodingConfig(), 3, decay=SaliencyDecayConfig(rate=1.0, steps=[2])) == []
     assert intervention_hooks(DecodingConfig(), 3, decay=SaliencyDecayConfig(rate=0.5)) == []
+
+
+def test_sgrs_config_from_calibration_file(tmp_path):
+    from saliency_lab.config import SGRSConfig
+    from saliency_lab.decoding.calibration_file import sgrs_config_from_calibration
+    from saliency_lab.errors import SaliencyLabError
+
+    p = tmp_path / "calibration.json"
+    p.write_text('{"recommended": {"alpha": 0.45, "window": 4, "layers": [2, 3]}, "grid": []}')
+    cfg = sgrs_config_from_calibration(p, SGRSConfig(k=7))
+    assert (cfg.alpha, cfg.window, cfg.layers, cfg.k, cfg.max_resample) == (0.45, 4, [2, 3], 7, 3)
+    p.write_text('{"grid": []}')
+    with pytest.raises(SaliencyLabError, match="recommended"):
+        sgrs_config_from_calibration(p)

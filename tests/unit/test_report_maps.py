@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-from _report_fixtures import synthetic_run
+from _report_synth import synthetic_run
 
 from saliency_lab.report.data import load_run
 from saliency_lab.report.maps import build_map, pick_samples, token_label
@@ -80,3 +80,10 @@ def test_pick_samples_prefers_lowest_hallucination_and_cleanest_caption():
     unl = ts.with_columns(pl.lit(None, dtype=pl.Int8).alias("label"))
     picks = pick_samples(unl, ["a", "b", "c"])
     assert [p[0] for p in picks] == ["a", "c"]
+
+
+def test_pick_correct_token_when_every_caption_hallucinates():
+    ts = pl.DataFrame({"sample_id": ["a", "a", "b", "b"], "step": [1, 2, 1, 2], "score": [0.1, 0.7, 0.2, 0.9],
+                       "label": [1, 0, 1, 0]}, schema_overrides={"label": pl.Int8})
+    picks = pick_samples(ts, ["a", "b"])
+    assert picks[0][:1] == ("a",) and picks[1][0] == "b" and picks[1][2] == 2 and "correct token" in picks[1][1]

@@ -107,3 +107,19 @@ def test_rejects_a_sample_without_its_samples_row(tmp_path):
     t = _sample_tables(0)
     with pytest.raises(ValueError, match="exactly one 'samples' row"):
         w.add({"tokens": t["tokens"]})
+
+
+def test_corrupt_committed_part_gives_a_clear_error_and_the_fix_works(tmp_path):
+    from saliency_lab.errors import SaliencyLabError
+
+    w = ShardWriter(tmp_path, 0, ["tokens"], samples_per_part=1)
+    w.add(_sample_tables(0))
+    w.add(_sample_tables(1))
+    bad = tmp_path / "samples" / "shard=0" / part_name(1)
+    bad.write_bytes(b"PAR1 truncated")
+    w2 = ShardWriter(tmp_path, 0, ["tokens"], samples_per_part=1)
+    with pytest.raises(SaliencyLabError, match="unreadable committed part.*delete it"):
+        w2.recover()
+    bad.unlink()  # the documented fix
+    assert w2.recover() == {"s000"}
+    assert not (tmp_path / "tokens" / "shard=0" / part_name(1)).exists()

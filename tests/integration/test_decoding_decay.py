@@ -1,0 +1,75 @@
+"""Saliency-decay intervention (App. B.1) in the loop and as a whole capture run."""
+# ruff: noqa: F811  (pytest fixtures imported from _decoding_fixtures are redefined as parameters)
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from _decoding_fixtures import decoding_image, decoding_models, prepare  # noqa: F401
+from _run_fixtures import tiny_llama, write_text_manifest  # noqa: F401
+
+from saliency_lab.config import CaptureConfig, DecodingConfig, ModelConfig
+from saliency_lab.decoding.decay import SaliencyDecayConfig, SaliencyDecayHook, decode_with_decay
+from saliency_lab.decoding.decay_capture import capture_decay
+from saliency_lab.decoding.loop import decode_plain
+from saliency_lab.errors import SaliencyLabError
+from saliency_lab.saliency.single_pass import single_pass
+
+
+def test_rate_one_is_baseline_and_fixed_steps_act_only_later(decoding_models):
+    bundle = decoding_models("llama")
+    prep = prepare(bundle, "llama", None, max_new_tokens=12)
+    cfg = DecodingConfig(max_new_tokens=12)
+    base = decode_plain(bundle, prep, cfg).output_ids
+    same = decode_with_decay(bundle, prep, cfg, SaliencyDecayConfig(rate=1.0, threshold=0.0))
+    assert same.output_ids == base
+    cut = decode_with_decay(bundle, prep, cfg, SaliencyDecayConfig(rate=0.0, steps=[1, 2, 3])).output_ids
+    # the token at step 1 is first attended by the query at its own position, which predicts step 2
+    assert cut[:2] == base[:2] and cut != base
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2_vl"])
+def test_online_rule_decays_tokens_above_threshold(arch, decoding_models, decoding_image):
+    bundle = decoding_models(arch)
+    prep = prepare(bundle, arch, decoding_image, max_new_tokens=10)
+    cfg = DecodingConfig(max_new_tokens=10)
+    first = decode_with_decay(bundle, prep, cfg, SaliencyDecayConfig(rate=0.3, threshold=-1.0))
+    assert first.stats["decayed_steps"] == list(range(1, len(first.output_ids)))
+    thr = float(np.median([v for v in first.stats["prev_norm"] if v is not None]))
+    res = decode_with_decay(bundle, prep, cfg, SaliencyDecayConfig(rate=0.3, threshold=thr))
+    vals = res.stats["prev_norm"]
+    assert vals[0] is None
+    assert res.stats["decayed_steps"] == [s for s, v in enumerate(vals) if v is not None and v > thr]
+    assert res.stats["decayed_steps"]
+    # the online values equal the capture engine's single pass under the final decay hook
+    hook: SaliencyDecayHook = res.stats["hook"]
+    sp = single_pass(bundle, prep, res.output_ids, hooks=[hook])
+    upper = list(range(bundle.n_layers // 2, bundle.n_layers))
+    prev = sp.sums["prev"][:, upper] / sp.sums["row_l2"][:, upper]
+    for s in range(1, len(vals)):
+        assert vals[s] == pytest.approx(float(prev[s].mean()), rel=1e-5)
+
+
+def test_decay_refuses_sgrs_strategy(decoding_models):
+    bundle = decoding_models("llama")
+    prep = prepare(bundle, "llama", None)
+    with pytest.raises(SaliencyLabError, match="extra_hooks"):
+        decode_with_decay(bundle, prep, DecodingConfig(strategy="sgrs"), SaliencyDecayConfig(rate=0.5, steps=[1]))
+
+
+def test_capture_decay_run_records_the_intervention(tmp_path, tiny_llama):  # noqa: F811
+    m = write_text_manifest(tmp_path / "m.jsonl", 2)
+    cfg = CaptureConfig(model=ModelConfig(str(tiny_llama)), data=str(m), out=str(tmp_path / "runs"), quiet=True)
+    cfg.decoding.max_new_tokens = 6
+    decay = SaliencyDecayConfig(rate=0.2, threshold=-1.0)
+    res = capture_decay(cfg, decay)
+    assert (res.ok, res.error) == (2, 0) and "-decay-" in res.run_id
+    doc = json.loads((res.run_dir / "intervention.json").read_text())
+    assert doc["decay"]["rate"] == 0.2 and set(doc["decayed_steps"]) == {"q000", "q001"}
+    tokens = pq.read_table(res.run_dir / "tokens").to_pylist()
+    for sid, steps in doc["decayed_steps"].items():
+        n = sum(1 for t in tokens if t["sample_id"] == sid)
+        assert steps == list(range(1, n))

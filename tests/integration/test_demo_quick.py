@@ -1,0 +1,30 @@
+"""`saliency-lab demo --quick` end to end on the shipped model: every stage writes its files and the
+printed findings come from them."""
+
+from __future__ import annotations
+
+import json
+
+from saliency_lab.cli import main
+
+
+def test_demo_quick_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "demo_summary.json").read_text())
+    assert (out / "data" / "instances.json").is_file() and (out / "data" / "pope_adversarial.jsonl").is_file()
+    greedy = summary["runs"]["greedy"]
+    chair = greedy["chair"]
+    assert chair["n_captions"] == 8 and chair["n_mentions"] > 0
+    assert f"CHAIR_s {chair['chair_s']:.3f}" in printed
+    pope = summary["runs"]["pope"]["pope"]
+    assert set(pope) == {"random", "popular", "adversarial"}
+    assert all(m["n"] == 8 for m in pope.values())  # 4 images x (1 yes + 1 no) per split
+    assert (out / "runs" / "greedy" / "run.json").is_file()
+    assert (out / "runs" / "greedy" / "labels" / "chair.parquet").is_file()
+    if "report" in summary["files"]:
+        html = (out / "report.html").read_text()
+        assert "<html" in html.lower() and "greedy" in html
+    # a second call replaces the demo's runs instead of refusing to overwrite them
+    assert main(["demo", "--quick", "--out", str(out), "--no-interventions", "--no-report"]) == 0
