@@ -7,9 +7,10 @@ Input: --prompt (600) prompt tokens, --new (100) output tokens, float32, --threa
 Measured, each method in its own fresh subprocess (so peak RSS is per method):
   generate   plain greedy `model.generate` (sdpa, KV cache) of the same tokens
   capture    `capture_sample`: generate + one stop-gradient forward/backward + all reductions + tables
-  reference  per-prefix reference (100 forward+backward passes), fewer repetitions
-Peak memory is the process's max resident set size (resource.getrusage ru_maxrss) minus the RSS measured
-after the model was loaded, i.e. what the method itself added at its peak.
+  reference  per-prefix reference (100 forward+backward passes), one repetition
+Timing: generate and capture alternate --reps times in one process after a warm-up, so both see the same
+machine load; the ratio is of the medians. Peak memory: each method once more in its own fresh process,
+max resident set size (resource.getrusage ru_maxrss) minus the RSS after the model was loaded.
 
 Storage: --samples (8) captures with different prompts written with saliency_lab.store.writer.ShardWriter
 (the run's own writer); bytes of the samples+tokens+saliency part files / (output tokens x layers).
@@ -79,15 +80,27 @@ def worker(args: argparse.Namespace) -> None:
     assert prepared.n_input == args.prompt, prepared.n_input
     base_rss = _rss_now()
     times, extra = [], {}
+    if args.worker == "timing":
+        # generate and capture alternate, so both see the same machine load (shared CPUs are noisy).
+        gen_t, cap_t = [], []
+        generate_ids(bundle, prepared, dec, [])  # warm-up (allocator, kernels), not timed
+        for _ in range(args.reps):
+            t0 = time.perf_counter()
+            out = generate_ids(bundle, prepared, dec, [])
+            gen_t.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            res = capture_sample(bundle, sample, dec, SaliencyConfig(), "bench")
+            cap_t.append(time.perf_counter() - t0)
+            extra.setdefault("generate_in_capture", []).append(res.stats["generate_seconds"])
+        extra.update(n_out=len(out), n_out_capture=res.tables["tokens"].num_rows, generate=gen_t, capture=cap_t)
+        print(json.dumps(extra))
+        return
     for _ in range(args.reps):
         t0 = time.perf_counter()
         if args.worker == "generate":
             out = generate_ids(bundle, prepared, dec, [])
-            extra["n_out"] = len(out)
         elif args.worker == "capture":
             res = capture_sample(bundle, sample, dec, SaliencyConfig(), "bench")
-            extra["n_out"] = res.tables["tokens"].num_rows
-            extra["generate_s"] = res.stats["generate_seconds"]
         elif args.worker == "reference":
             out = generate_ids(bundle, prepared, dec, [])
             t0 = time.perf_counter()  # time the reference itself, not the generation it needs
@@ -164,20 +177,27 @@ def main() -> None:
         print(f"model: Llama {LAYERS} layers, hidden {HIDDEN}, {HEADS} heads, vocab {VOCAB}, float32; "
               f"{args.prompt} prompt + {args.new} output tokens; {args.threads} threads; torch {torch.__version__}; "
               f"cpu count {os.cpu_count()}")
-        gen = run_worker("generate", args, args.reps)
-        cap = run_worker("capture", args, args.reps)
+        tim = run_worker("timing", args, args.reps)
+        gen_mem = run_worker("generate", args, 1)
+        cap_mem = run_worker("capture", args, 1)
         ref = run_worker("reference", args, 1)
-        single = cap["median"] - cap.get("generate_s", 0.0)
-        print(f"generate  median {gen['median']:.3f} s  (runs {', '.join(f'{t:.3f}' for t in gen['times'])})  "
-              f"n_out {gen['n_out']}  peak +{gen['peak_added_mb']:.0f} MB")
-        print(f"capture   median {cap['median']:.3f} s  (runs {', '.join(f'{t:.3f}' for t in cap['times'])})  "
-              f"n_out {cap['n_out']}  peak +{cap['peak_added_mb']:.0f} MB")
-        print(f"reference {ref['median']:.3f} s (1 run)  peak +{ref['peak_added_mb']:.0f} MB  "
+        med = statistics.median
+        g, c = med(tim["generate"]), med(tim["capture"])
+        ratios = [ci / gi for gi, ci in zip(tim["generate"], tim["capture"], strict=True)]
+        single = med([ci - gi for ci, gi in zip(tim["capture"], tim["generate_in_capture"], strict=True)])
+        fmt = lambda xs: ", ".join(f"{x:.3f}" for x in xs)  # noqa: E731
+        print(f"generate  median {g:.3f} s  (runs {fmt(tim['generate'])})  n_out {tim['n_out']}")
+        print(f"capture   median {c:.3f} s  (runs {fmt(tim['capture'])})  n_out {tim['n_out_capture']}")
+        print(f"reference {ref['median']:.3f} s (1 run)  "
               f"max|single-pass - reference| (float32) {ref['max_abs_diff_vs_single_pass_float32']:.2e}")
-        print(f"capture / generate            = {cap['median'] / gen['median']:.2f}   (target <= 1.5)")
-        print(f"saliency part of capture      ~ {single:.3f} s (capture minus its own generate)")
+        print(f"peak memory added (ru_maxrss - RSS after load, fresh process each): generate "
+              f"{gen_mem['peak_added_mb']:.0f} MB, capture {cap_mem['peak_added_mb']:.0f} MB, "
+              f"reference {ref['peak_added_mb']:.0f} MB")
+        print(f"capture / generate            = {c / g:.2f}  (median of medians; per-pair ratios {fmt(ratios)})"
+              "   (target <= 1.5)")
+        print(f"saliency part of capture      ~ {single:.3f} s (capture minus its own generate, median)")
         print(f"reference / single-pass       = {ref['median'] / max(single, 1e-9):.1f}   (target >= 40)")
-        print(f"reference / capture           = {ref['median'] / cap['median']:.1f}")
+        print(f"reference / capture           = {ref['median'] / c:.1f}")
         st = storage(args)
         print(f"storage: {st['tokens']} tokens x {st['layers']} layers, bytes {st['bytes']} -> "
               f"{st['bytes_per_token_layer']:.1f} bytes per (token, layer)   (target <= 40; "

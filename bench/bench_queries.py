@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--keep", help="generate into this folder and keep it (default: a temporary folder)")
+    ap.add_argument("--reuse", help="time an existing run folder instead of generating one")
+    ap.add_argument("--exact", action="store_true", help="also time layer_profile with auroc_bins=0 (slow)")
     args = ap.parse_args(argv)
 
     n_samples = max(1, round(args.rows / (args.layers * args.steps)))
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.keep) if args.keep else Path(tmp := tempfile.mkdtemp(prefix="bench_queries_"))
     try:
         t0 = time.perf_counter()
-        run = make_run(root, "bench", spec)
+        run = Path(args.reuse) if args.reuse else make_run(root, "bench", spec)
         gen_s = time.perf_counter() - t0
         with open_catalog([run], threads=args.threads) as cat:
             n_rows = cat.sql("SELECT count(*) FROM saliency").fetchall()[0][0]
@@ -57,24 +59,32 @@ def main(argv: list[str] | None = None) -> int:
                   f"{n_labels:,} labeled tokens; generated in {gen_s:.1f} s")
             print(f"  saliency table: {sal_bytes / 1e6:.1f} MB = {sal_bytes / n_rows:.2f} bytes per (token, layer)")
             print(f"  whole run (all tables + labels): {all_bytes / n_rows:.2f} bytes per (token, layer)")
-            print(f"DuckDB threads={args.threads}, os.cpu_count()={os.cpu_count()}; median of {args.repeat} runs")
+            print(f"DuckDB threads={args.threads}, os.cpu_count()={os.cpu_count()}, load average "
+                  f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}; median of {args.repeat} runs")
             cases = [
                 ("binned_curve", {"score": "out_mean"}),
                 ("binned_curve", {"score": "prev", "layers": "8,16,24,31"}),
                 ("layer_profile", {"score": "out_mean"}),
+                ("layer_profile", {"score": "attn_out"}),
                 ("label_means", {}),
                 ("binned_curve", {"score": "out_mean", "normalization": "matrix"}),
             ]
+            if args.exact:
+                cases.append(("layer_profile", {"score": "out_mean", "auroc_bins": "0"}))
             for name, params in cases:
                 cat.query(name, params)  # warm the file metadata cache once
-                times = []
+                times, cpu = [], []
                 for _ in range(args.repeat):
-                    t = time.perf_counter()
+                    t, c = time.perf_counter(), time.process_time()
                     df = cat.query(name, params)
                     times.append(time.perf_counter() - t)
+                    cpu.append(time.process_time() - c)
                 shown = " ".join(f"{k}={v}" for k, v in params.items())
-                print(f"  {name:<14} {shown:<34} median {statistics.median(times):.3f} s "
-                      f"(min {min(times):.3f}, max {max(times):.3f}; {df.height} result rows)")
+                print(f"  {name:<14} {shown:<36} median {statistics.median(times):.3f} s wall "
+                      f"(min {min(times):.3f}, max {max(times):.3f}), {statistics.median(cpu):.3f} s CPU; "
+                      f"{df.height} result rows")
+            print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())} "
+                  "(other processes share these cores: wall times above include their interference)")
     finally:
         if tmp:
             import shutil

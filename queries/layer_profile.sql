@@ -19,7 +19,7 @@ WITH v AS (
     FROM valid GROUP BY run_id, layer, label
 ), g AS (
     SELECT run_id, layer,
-           coalesce(sum(n) FILTER (label = 0), 0) AS n0, coalesce(sum(n) FILTER (label = 1), 0) AS n1,
+           coalesce(sum(n) FILTER (label = 0), 0)::BIGINT AS n0, coalesce(sum(n) FILTER (label = 1), 0)::BIGINT AS n1,
            any_value(m) FILTER (label = 0) AS m0, any_value(m) FILTER (label = 1) AS m1,
            any_value(var) FILTER (label = 0) AS v0, any_value(var) FILTER (label = 1) AS v1,
            min(lo) AS lo, max(hi) AS hi
@@ -37,8 +37,8 @@ WITH v AS (
     )
     GROUP BY run_id, layer, k, label
 ), h AS (
-    SELECT run_id, layer, k, coalesce(sum(n) FILTER (label = 0), 0) AS c0,
-           coalesce(sum(n) FILTER (label = 1), 0) AS c1
+    SELECT run_id, layer, k, coalesce(sum(n) FILTER (label = 0), 0)::BIGINT AS c0,
+           coalesce(sum(n) FILTER (label = 1), 0)::BIGINT AS c1
     FROM hl GROUP BY run_id, layer, k
 ), c AS (
     -- correct tokens at or below each bin (running sum in value order)

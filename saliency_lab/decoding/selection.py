@@ -74,6 +74,8 @@ def top_k_candidates(logits: torch.Tensor, k: int, temperature: float = 1.0) -> 
         raise ValueError(f"temperature must be > 0, got {temperature}")
     probs = torch.softmax(logits.detach().double().reshape(-1) / temperature, dim=-1)
     vals, idx = torch.topk(probs, min(k, probs.numel()))
+    # On the CPU: the seeded generator is a CPU generator, so draws do not depend on the model's device.
+    vals, idx = vals.cpu(), idx.cpu()
     keep = vals > 0
     return Candidates(ids=[int(i) for i in idx[keep]], probs=vals[keep].clone())
 

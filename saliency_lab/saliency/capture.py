@@ -68,7 +68,9 @@ def generation_config(bundle, decoding: DecodingConfig):
 def generate_ids(bundle, prepared, decoding: DecodingConfig, hooks: list) -> list[int]:
     """Output ids (EOS included when generated) for greedy / sample decoding."""
     gc = generation_config(bundle, decoding)
-    with torch.random.fork_rng(devices=[bundle.device] if bundle.device.type == "cuda" else []):
+    dev = bundle.device
+    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(sample_seed(decoding.seed, prepared.sample_id))
         with torch.no_grad():
             if hooks:

@@ -253,3 +253,27 @@ def _write_labels(run_dir: Path, spec: SyntheticSpec, labels, samples) -> None:
     }
     doc = {"labelset": spec.labelset, "source": spec.labelset, "metrics": metrics}
     (out / f"{spec.labelset}.json").write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m saliency_lab.store.synthetic ROOT [--run-id ID ...]`: write a synthetic run for trying the
+    query and analysis commands without a model."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m saliency_lab.store.synthetic", description=main.__doc__)
+    ap.add_argument("root", help="folder that receives <root>/<run-id>")
+    ap.add_argument("--run-id", default="synth")
+    ap.add_argument("--samples", type=int, default=200)
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--candidates", type=int, default=5)
+    ap.add_argument("--effect", type=float, default=0.25)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    run = make_run(a.root, a.run_id, SyntheticSpec(n_samples=a.samples, n_layers=a.layers,
+                                                   n_candidates=a.candidates, effect=a.effect, seed=a.seed))
+    print(run)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -54,10 +54,11 @@ def labels(run_dir: Path, labelset: str = "chair") -> dict[tuple[str, int], int]
                                                           t.column("label").to_pylist(), strict=True)}
 
 
-def labeled_arrays(run_dir: Path, n_layers: int, measure: str = "out_mean", layers=None, normalization="row"):
+def labeled_arrays(run_dir: Path, n_layers: int, measure: str = "out_mean", layers=None, normalization="row",
+                   labelset: str = "chair"):
     """(x, y, sample_ids) of labeled tokens with a non-null `measure`, sorted by (sample, step)."""
     sc = token_scores(run_dir, n_layers, layers, normalization)
-    lab = labels(run_dir)
+    lab = labels(run_dir, labelset)
     keys = sorted(k for k in lab if k in sc and sc[k][measure] is not None and sc[k]["out_mean"] is not None)
     x = np.array([sc[k][measure] for k in keys])
     y = np.array([lab[k] for k in keys])

@@ -83,7 +83,7 @@ def test_layer_profile_and_label_means(two_runs, result):
     lp = result.layer_profile.filter((pl.col("run_id") == "base") & (pl.col("measure") == "out_mean"))
     assert lp["layer"].to_list() == [0, 1, 2, 3]
     with open_catalog([a]) as cat:
-        sql = cat.query("layer_profile", {})
+        sql = cat.query("layer_profile", {"auroc_bins": "0"})
     assert lp["auroc"].to_list() == pytest.approx(sql["auroc"].to_list())
     assert lp["cohen_d"].to_list() == pytest.approx(sql["cohen_d"].to_list())
     # Holm across the 4 layers, by hand: sorted p * (4, 3, 2, 1), running max, capped at 1
@@ -136,6 +136,31 @@ def test_cli_analyze_calibrate_query(two_runs, tmp_path, capsys):
         main(["analyze", str(a), "--labels", "nope", "--out", str(tmp_path / "x")])
     with pytest.raises(SaliencyLabError, match="--out"):
         main(["sql", str(a), "SELECT 1", "--out", str(tmp_path / "x.txt")])
+
+
+def test_first_subtoken_only_and_quantile_curve(two_runs):
+    import pyarrow.parquet as pq
+
+    a, _ = two_runs
+    res = analyze([a], "chair", AnalysisConfig(n_bootstrap=0, first_subtoken_only=True, binning="quantile",
+                                               bins=5))
+    lab = pq.read_table(a / "labels" / "chair.parquet").to_pydict()
+    x, y, g = labeled_arrays(a, 4, "out_mean")
+    sub0 = {(s, st) for s, st, k in zip(lab["sample_id"], lab["step"], lab["subtoken"], strict=True) if k == 0}
+    sc = {(s, st) for s, st in zip(*_keys(a), strict=True)} & sub0
+    assert res.summary["base"]["n_analyzed"] == len(sc)
+    curve = res.curve.filter(pl.col("measure") == "out_mean")
+    assert curve["n"].sum() == len(sc) and curve.height == 5
+    assert res.tests["base"]["out_mean"]["auroc_ci"] == [None, None] or all(
+        np.isnan(v) for v in res.tests["base"]["out_mean"]["auroc_ci"])
+
+
+def _keys(run):
+    from _analysis_fixtures import labels, token_scores
+
+    sc = token_scores(run, 4)
+    keys = [k for k in labels(run) if sc.get(k, {}).get("out_mean") is not None]
+    return [k[0] for k in keys], [k[1] for k in keys]
 
 
 def test_analyze_bad_config(two_runs):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from _analysis_fixtures import labeled_arrays, read, token_scores
 from scipy import stats as sps
@@ -13,6 +15,7 @@ from statsmodels.stats.proportion import proportion_confint
 from saliency_lab.store.catalog import open_catalog
 from saliency_lab.store.sqlfiles import list_queries
 from saliency_lab.store.synthetic import SyntheticSpec, make_run
+from saliency_lab.store.writer import write_part_atomic
 
 
 @pytest.fixture(scope="module")
@@ -54,46 +57,64 @@ def test_binned_curve_matches_numpy_and_statsmodels(run, score, bins):
         assert row["lo"] == pytest.approx(row["bin"] / bins)
 
 
-def test_layer_profile_matches_scipy(run):
+def _per_layer_values(run, measure="out_mean"):
     s = read(run, "saliency")
-    lab = {}
-    import pyarrow.parquet as pq
     t = pq.read_table(run / "labels" / "chair.parquet").to_pydict()
-    for sid, st, lb in zip(t["sample_id"], t["step"], t["label"], strict=True):
-        lab[(sid, st)] = lb
-    with open_catalog([run]) as cat:
-        prof = cat.query("layer_profile", {})
-    assert prof["layer"].to_list() == [0, 1, 2, 3]
-    for row in prof.iter_rows(named=True):
-        sel = (s["layer"] == row["layer"]) & (s["step"] >= 1)
+    lab = {(sid, st): lb for sid, st, lb in zip(t["sample_id"], t["step"], t["label"], strict=True)}
+    out = {}
+    for layer in sorted(set(s["layer"].tolist())):
+        sel = (s["layer"] == layer) & (s["step"] >= 1) if measure == "out_mean" else (s["layer"] == layer)
         xs, ys = [], []
-        for sid, st, o, r in zip(s["sample_id"][sel], s["step"][sel], s["out_sum"][sel], s["row_l2"][sel],
-                                 strict=True):
-            if (sid, st) in lab:
-                xs.append(float(o) / (float(r) * st))
-                ys.append(lab[(sid, st)])
-        x, y = np.array(xs), np.array(ys)
+        for i in np.flatnonzero(sel):
+            key = (s["sample_id"][i], int(s["step"][i]))
+            if key in lab:
+                xs.append(float(s["out_sum"][i]) / (float(s["row_l2"][i]) * key[1]) if measure == "out_mean"
+                          else float(s["attn_out_sum"][i]))
+                ys.append(lab[key])
+        out[layer] = (np.array(xs), np.array(ys))
+    return out
+
+
+@pytest.mark.parametrize("bins", [0, 4096])
+def test_layer_profile_matches_scipy(run, bins):
+    with open_catalog([run]) as cat:
+        prof = cat.query("layer_profile", {"auroc_bins": str(bins)})
+    assert prof["layer"].to_list() == [0, 1, 2, 3]
+    values = _per_layer_values(run)
+    for row in prof.iter_rows(named=True):
+        x, y = values[row["layer"]]
         x1, x0 = x[y == 1], x[y == 0]
-        u = sps.mannwhitneyu(x0, x1).statistic  # pairs where correct > hallucinated (+ ties / 2)
-        assert row["auroc"] == pytest.approx(u / (len(x0) * len(x1)), rel=1e-9)
+        exact = sps.mannwhitneyu(x0, x1).statistic / (len(x0) * len(x1))  # correct > hallucinated, ties / 2
+        if bins == 0:
+            assert row["auroc"] == pytest.approx(exact, rel=1e-12) and row["auroc_max_error"] == 0
+        else:
+            assert abs(row["auroc"] - exact) <= row["auroc_max_error"] + 1e-12
+            assert row["auroc_max_error"] < 0.01
         assert row["welch_t"] == pytest.approx(sps.ttest_ind(x1, x0, equal_var=False).statistic, rel=1e-6)
         sp = np.sqrt(((len(x1) - 1) * x1.var(ddof=1) + (len(x0) - 1) * x0.var(ddof=1)) / (len(x) - 2))
         assert row["cohen_d"] == pytest.approx((x1.mean() - x0.mean()) / sp, rel=1e-6)
         assert (row["n_correct"], row["n_halluc"]) == (len(x0), len(x1))
 
 
-def test_layer_profile_auroc_with_ties():
-    # Hand-worked: correct {1, 2, 2}, hallucinated {2, 0}: pairs (c > h) = (1>0) (2>0) (2>0) = 3, ties
-    # (2 vs 2) x2 = 1 -> AUROC = 4 / 6.
-    import duckdb
-    con = duckdb.connect()
-    con.execute("CREATE TABLE v AS SELECT * FROM (VALUES (0, 1.0), (0, 2.0), (0, 2.0), (1, 2.0), (1, 0.0)) t(label, x)")
-    sql = (open(__import__("saliency_lab.store.sqlfiles", fromlist=["x"]).queries_dir() / "layer_profile.sql")
-           .read().split("), r AS (")[1].split("SELECT run_id, layer, n0")[0])
-    # reuse the rank-sum block of the query on a one-layer table
-    q = ("WITH v AS (SELECT 'r' AS run_id, 0 AS layer, label, x FROM v), r AS (" + sql +
-         "SELECT (r0 - n0 * (n0 + 1) / 2.0) / (n0 * n1) FROM g")
-    assert con.execute(q).fetchall()[0][0] == pytest.approx(4 / 6)
+def test_layer_profile_auroc_with_ties(tmp_path):
+    # attention mass drawn from {0.1, 0.2, 0.3}: many exact ties, which take half a pair each
+    run = make_run(tmp_path, "ties", SyntheticSpec(n_samples=12, n_layers=2, seed=5))
+    rng = np.random.default_rng(0)
+    for f in sorted((run / "saliency").glob("shard=*/part-*.parquet")):
+        t = pq.read_table(f)
+        vals = rng.choice(np.array([0.1, 0.2, 0.3], dtype=np.float32), t.num_rows)
+        t = t.set_column(t.schema.get_field_index("attn_out_sum"), t.schema.field("attn_out_sum"), pa.array(vals))
+        write_part_atomic(t, f)
+    values = _per_layer_values(run, "attn_out")
+    for bins in ("0", "4096"):
+        with open_catalog([run]) as cat:
+            prof = cat.query("layer_profile", {"score": "attn_out", "auroc_bins": bins})
+        for row in prof.iter_rows(named=True):
+            x, y = values[row["layer"]]
+            x1, x0 = x[y == 1], x[y == 0]
+            brute = ((x1[:, None] < x0[None, :]).sum() + 0.5 * (x1[:, None] == x0[None, :]).sum()) / (
+                len(x1) * len(x0))
+            assert row["auroc"] == pytest.approx(brute, rel=1e-12)
 
 
 def test_label_means_and_failure_cases(run):
@@ -103,7 +124,6 @@ def test_label_means_and_failure_cases(run):
         summ = cat.query("run_summary", {})
     sc = token_scores(run, 4)
     t = read(run, "tokens")
-    import pyarrow.parquet as pq
     lab = pq.read_table(run / "labels" / "chair.parquet").to_pydict()
     for label in (0, 1):
         vals = [sc[(s, st)]["out_mean"] for s, st, lb in zip(lab["sample_id"], lab["step"], lab["label"],
