@@ -72,12 +72,15 @@ class _Log:
 def resolve_model(cfg: DemoConfig, log: _Log) -> Path:
     out = Path(cfg.out)
     if cfg.retrain:
-        from saliency_lab.world.train import TrainConfig, train
+        from saliency_lab.world.train import TrainConfig, train, train_recipe
 
-        steps = cfg.retrain_steps or TrainConfig.steps
         dest = out / "model"
-        log(f"retraining the scene-world model from scratch ({steps} steps) into {dest} ...")
-        train(TrainConfig(steps=steps), str(dest), log=log)
+        if cfg.retrain_steps:
+            log(f"training the scene-world model from scratch ({cfg.retrain_steps} steps) into {dest} ...")
+            train(TrainConfig(steps=cfg.retrain_steps), str(dest), log=log)
+        else:
+            log(f"retraining the scene-world model with the shipped recipe into {dest} (long) ...")
+            train_recipe(str(dest), log=log)
         return dest
     path = Path(cfg.model) if cfg.model else DEFAULT_MODEL
     if not (path / "config.json").is_file():

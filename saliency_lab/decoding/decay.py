@@ -67,6 +67,7 @@ class SaliencyDecayHook:
     """
 
     on_logits = False
+    acts_on_prompt = False  # only keys at output positions are changed
 
     def __init__(self, cfg: SaliencyDecayConfig, output_start: int) -> None:
         cfg.validate()

@@ -70,6 +70,8 @@ def apply_logit_offset(scores: torch.Tensor, mask: torch.Tensor, offset: float) 
 class LocoREHook:
     """Callable attention hook (probabilities, or pre-softmax scores in "logit_offset" mode)."""
 
+    acts_on_prompt = False  # only queries after the first output position are changed
+
     def __init__(self, cfg: LocoREConfig, output_start: int) -> None:
         if cfg.beta < 0:
             raise ValueError(f"LocoRE beta must be >= 0, got {cfg.beta}")

@@ -53,6 +53,7 @@ class GradTap:
     """Attention hook (run last) making the target layers' probabilities graph leaves; keeps them per step."""
 
     on_logits = False
+    acts_on_prompt = False  # grad steps feed output tokens only
 
     def __init__(self, layers: Sequence[int]) -> None:
         self.layers = set(int(x) for x in layers)
@@ -95,8 +96,32 @@ class RowStats:
         return float(v.mean())
 
 
+def plain_head(model: Any) -> tuple[Any, torch.nn.Linear] | None:
+    """(base model, lm_head) when logits are exactly lm_head(base(...).last_hidden_state): a bias-free linear head,
+    no logit soft-capping or scaling. Then the loss gradient at the head is computed in closed form."""
+    head = model.get_output_embeddings()
+    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    if base is None or not isinstance(head, torch.nn.Linear) or head.bias is not None:
+        return None
+    configs = [model.config, getattr(model.config, "text_config", None)]
+    for cfg in (c for c in configs if c is not None):
+        for name in ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale"):
+            if getattr(cfg, name, None) not in (None, 1, 1.0):
+                return None
+    return base, head
+
+
 class CachedDecoder:
-    """One sequence, KV cache, optional gradients through the newest query row at the target layers."""
+    """One sequence, KV cache, optional gradients through the newest query row at the target layers.
+
+    Speed (same numbers, fewer operations):
+    - the prefill runs on sdpa when no hook can act on prompt rows (every hook says `acts_on_prompt = False`; the
+      LocoRE, decay and gradient hooks never touch queries before the first output position);
+    - with a plain linear LM head, a gradient step forwards the base model and applies the head itself without a
+      graph; the loss gradient at the final hidden state is then W^T softmax(z) - W[c] for candidate c
+      (dL/dz = p - e_c), with W^T p computed once per step and shared by all candidates, so each backward starts
+      below the head.
+    """
 
     def __init__(self, bundle: Any, prepared: Any, hooks: Sequence[Any] = (), grad_layers: Sequence[int] = (),
                  attention: str = "ours") -> None:
@@ -108,9 +133,15 @@ class CachedDecoder:
         self.attention = attention  # "ours" (hooks, gradients) or "sdpa" (plain speed baseline)
         if attention != "ours" and (self.hooks or grad_layers):
             raise ValueError("hooks and gradients need attention='ours'")
+        self.sdpa_prefill = attention == "ours" and all(getattr(h, "acts_on_prompt", True) is False
+                                                         for h in self.hooks)
+        self.head = plain_head(self.model)
+        self._head_t: torch.Tensor | None = None  # contiguous W^T (CPU matvec speed), built on first use
         self.cache = None
         self.output_start = prepared.n_input
         self.length = 0
+        self.hidden: torch.Tensor | None = None  # final hidden state of the newest position (grad steps)
+        self._wtp: torch.Tensor | None = None  # W^T p of the newest step
         self.suppress = list(bundle.adapter.suppressed_token_ids(bundle))
 
     @contextlib.contextmanager
@@ -128,9 +159,19 @@ class CachedDecoder:
         from saliency_lab.saliency.attention import intervention_context
 
         self.tap.records.clear()
+        self.hidden = self._wtp = None
         ctx = intervention_context("plain", self.hooks) if self.attention == "ours" else contextlib.nullcontext()
         with torch.set_grad_enabled(grad), ctx:
-            out = self.model(input_ids=ids, cache=self.cache, use_cache=True, logits_to_keep=1, **kwargs)
+            if grad and self.head is not None:
+                base, head = self.head
+                out = base(input_ids=ids, cache=self.cache, use_cache=True, **kwargs)
+                h = out.last_hidden_state[:, -1:, :]
+                with torch.no_grad():
+                    logits = head(h.detach())  # the same call the model makes with logits_to_keep=1
+                self.hidden = h
+            else:
+                out = self.model(input_ids=ids, cache=self.cache, use_cache=True, logits_to_keep=1, **kwargs)
+                logits = out.logits
         self.cache = out.cache
         if grad:
             # Past keys/values leave the graph: exactness needs only the newest position's key/value.
@@ -138,7 +179,7 @@ class CachedDecoder:
                 layer.keys = layer.keys.detach()
                 layer.values = layer.values.detach()
         self.length += int(ids.shape[1])
-        return out.logits[0, -1]
+        return logits[0, -1]
 
     def prefill(self) -> torch.Tensor:
         """Forward the whole input (no gradient); logits predicting output step 0."""
@@ -146,7 +187,17 @@ class CachedDecoder:
             if getattr(m, "rope_deltas", None) is not None:
                 m.rope_deltas = None
         self.cache, self.length = None, 0
-        return self._forward(self.prepared.input_ids, dict(self.prepared.model_kwargs), grad=False)
+        kwargs = dict(self.prepared.model_kwargs)
+        if not self.sdpa_prefill:
+            return self._forward(self.prepared.input_ids, kwargs, grad=False)
+        from saliency_lab.saliency.attention import register_attention
+
+        adapter = self.bundle.adapter
+        adapter.set_attention(self.model, "sdpa")
+        try:
+            return self._forward(self.prepared.input_ids, kwargs, grad=False)
+        finally:
+            adapter.set_attention(self.model, register_attention())
 
     def step(self, token_id: int, grad: bool = False) -> torch.Tensor:
         """Feed one token; logits at its position (the query q predicting the next token)."""
@@ -161,15 +212,35 @@ class CachedDecoder:
             out[self.suppress] = -torch.inf
         return out
 
+    def _hidden_grad(self, logp: torch.Tensor, token_id: int) -> torch.Tensor:
+        """dL/dh for L = -logp[token_id] through the linear head: W^T p - W[token_id]."""
+        w = self.head[1].weight
+        if self._wtp is None:
+            p = logp.detach().exp().to(w.dtype)
+            if w.device.type == "cpu":
+                if self._head_t is None:
+                    self._head_t = w.detach().t().contiguous()
+                self._wtp = torch.nn.functional.linear(p, self._head_t)
+            else:
+                self._wtp = torch.mv(w.detach().t(), p)
+        return (self._wtp - w.detach()[token_id]).reshape(self.hidden.shape)
+
     def row_stats(self, logp: torch.Tensor, token_id: int, heads: HeadsMode, retain: bool = True) -> RowStats:
-        """S_raw sums of the newest query row at the target layers for loss -logp[token_id] (one backward)."""
+        """S_raw sums of the newest query row at the target layers for loss -logp[token_id] (one backward).
+
+        `logp` is the log-softmax of the step's logits (with a graph unless the closed-form head path is used).
+        """
         from saliency_lab.saliency.single_pass import heads_reduce
 
         layers = sorted(self.tap.records)
         if not layers:
             raise RuntimeError("row_stats needs a step run with grad=True and target layers")
         probs = [self.tap.records[i] for i in layers]
-        grads = torch.autograd.grad(-logp[token_id], probs, retain_graph=retain, allow_unused=True)
+        if self.hidden is not None:
+            grads = torch.autograd.grad(self.hidden, probs, grad_outputs=self._hidden_grad(logp, token_id),
+                                        retain_graph=retain, allow_unused=True)
+        else:
+            grads = torch.autograd.grad(-logp[token_id], probs, retain_graph=retain, allow_unused=True)
         q = self.length - 1
         o = self.output_start
         out_sum, prev, l2 = [], [], []

@@ -84,6 +84,13 @@ class ModelBundle:
         }
 
 
+def add_special_tokens(tokenizer, text: str) -> bool:
+    """Let the tokenizer add its special tokens (BOS) unless the rendered text already starts with BOS, as
+    templates like Llama's and LLaVA's do; templates without BOS rely on the tokenizer adding it."""
+    bos = getattr(tokenizer, "bos_token", None)
+    return not (bos and text.startswith(bos))
+
+
 def _text(content: str) -> dict[str, str]:
     return {"type": "text", "text": content}
 
@@ -150,7 +157,8 @@ class ModelAdapter:
                 f"({bundle.architecture}) is text-only; drop the image or use a vision-language model"
             )
         text = self.chat_text(bundle, sample)
-        ids = bundle.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        ids = bundle.tokenizer(text, add_special_tokens=add_special_tokens(bundle.tokenizer, text),
+                               return_tensors="pt")["input_ids"]
         return ids, {}
 
     def prepare(self, bundle: ModelBundle, sample: ManifestSample, *, max_new_tokens: int = 0) -> PreparedInput:

@@ -121,7 +121,14 @@ def load_model(cfg: ModelConfig) -> ModelBundle:
         raise SaliencyLabError(f"unknown device {cfg.device!r}; use cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SaliencyLabError(f"device {cfg.device!r} requested but CUDA is not available; use --device cpu")
-    model, tok, proc = adapter.load(path, arch, dtype, str(device))
+    try:
+        model, tok, proc = adapter.load(path, arch, dtype, str(device))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SaliencyLabError(
+            f"model {cfg.model!r} ({arch}): cannot load it ({first}); check that the folder holds the weights, "
+            "tokenizer and (for vision-language models) processor files written by save_pretrained"
+        ) from None
     for p in model.parameters():
         p.requires_grad_(False)
     tc = adapter.text_config(model)

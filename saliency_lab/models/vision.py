@@ -8,7 +8,7 @@ import torch
 
 from saliency_lab.config import ManifestSample
 from saliency_lab.errors import SampleError
-from saliency_lab.models.base import ModelAdapter, ModelBundle
+from saliency_lab.models.base import ModelAdapter, ModelBundle, add_special_tokens
 
 
 def load_image(sample: ManifestSample):
@@ -45,25 +45,27 @@ class VisionAdapter(ModelAdapter):
                 ids.add(int(getattr(cfg, name)))
         return sorted(ids)
 
-    def render(self, bundle: ModelBundle, sample: ManifestSample, with_image: bool) -> str:
+    def render(self, bundle: ModelBundle, sample: ManifestSample, with_image: bool) -> tuple[str, bool]:
+        """(text, whether a chat template rendered it)."""
         msgs = self.messages(sample, with_image)
         proc = bundle.processor
         if getattr(proc, "chat_template", None):
-            return proc.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+            return proc.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False), True
         tok = bundle.tokenizer
         if getattr(tok, "chat_template", None):
-            return tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+            return tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False), True
         image = (proc.image_token + "\n") if with_image else ""
-        return (sample.system + "\n" if sample.system else "") + image + sample.prompt
+        return (sample.system + "\n" if sample.system else "") + image + sample.prompt, False
 
     def encode(self, bundle: ModelBundle, sample: ManifestSample) -> tuple[torch.Tensor, dict[str, Any]]:
         with_image = bool(sample.image)
-        text = self.render(bundle, sample, with_image)
+        text, _ = self.render(bundle, sample, with_image)
+        kw = {"return_tensors": "pt", "add_special_tokens": add_special_tokens(bundle.tokenizer, text)}
         if with_image:
             image = load_image(sample)
-            out = bundle.processor(images=[image], text=[text], return_tensors="pt")
+            out = bundle.processor(images=[image], text=[text], **kw)
         else:
-            out = bundle.processor(text=[text], return_tensors="pt")
+            out = bundle.processor(text=[text], **kw)
         ids = out.pop("input_ids")
         out.pop("attention_mask", None)
         return ids, dict(out)

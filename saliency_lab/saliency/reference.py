@@ -17,8 +17,12 @@ VERIFY_RTOL = {torch.float64: 1e-8, torch.float32: 1e-3, torch.bfloat16: 5e-2, t
 
 
 def reference_rows(bundle, prepared, output_ids: list[int], heads: HeadsMode = "sum_abs",
-                   hooks: list | None = None, *, naive: bool = False) -> list[torch.Tensor]:
+                   hooks: list | None = None, *, naive: bool = False,
+                   targets: list[int] | None = None) -> list[torch.Tensor]:
     """Per step, S_raw over keys 0..q for every layer: a list of [L, q + 1] tensors.
+
+    targets: the token whose loss is differentiated at each step (default: the output token itself; pass a
+    candidate per step for candidate saliency). The prefix is always the actual output.
 
     naive=True instead runs ONE plain forward over the whole sequence and one backward of sum_P L_P (no
     stop-gradient): the wrong method, kept so tests can show it differs.
@@ -41,7 +45,7 @@ def reference_rows(bundle, prepared, output_ids: list[int], heads: HeadsMode = "
                 rows.append(torch.stack([heads_reduce(a[0][:, q:q + 1, :q + 1].detach(), g[0][:, q:q + 1, :q + 1], heads)[0]
                                          for a, g in zip(probs, grads, strict=True)]))
             return rows
-        for s, tok in enumerate(output_ids):
+        for s, tok in enumerate(targets if targets is not None else output_ids):
             q = o - 1 + s
             prefix = full[:, :q + 1]
             probs, logp = _forward(bundle, prefix, prepared, hooks, q + 1)

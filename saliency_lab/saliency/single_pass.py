@@ -187,11 +187,17 @@ def single_pass(
         result.cand_ids = top.indices.cpu().numpy()
         result.cand_probs = top.values.exp().float().cpu().numpy()
         per: dict[str, list[list[torch.Tensor]]] = {c: [] for c in CAND_COLUMNS}
+        # Greedy decoding: rank 0 is the generated token everywhere, its gradients are the ones above.
+        reuse0 = bool((top.indices[:, 0] == out[0]).all())
+        last = k - 1
         for r in range(k):
-            loss_r = -logp[steps, top.indices[:, r]].sum()
-            g_r = torch.autograd.grad(loss_r, probs, retain_graph=r < k - 1, allow_unused=True)
-            g_r = [g if g is not None else torch.zeros_like(p) for g, p in zip(g_r, probs, strict=True)]
-            _check_finite(g_r, bundle.dtype, prepared.sample_id)
+            if r == 0 and reuse0:
+                g_r = grads
+            else:
+                loss_r = -logp[steps, top.indices[:, r]].sum()
+                g_r = torch.autograd.grad(loss_r, probs, retain_graph=r < last, allow_unused=True)
+                g_r = [g if g is not None else torch.zeros_like(p) for g, p in zip(g_r, probs, strict=True)]
+                _check_finite(g_r, bundle.dtype, prepared.sample_id)
             layer_vals: dict[str, list[torch.Tensor]] = {c: [] for c in CAND_COLUMNS}
             for a, g in zip(a_rows, g_r, strict=True):
                 d = _segment_sums(heads_reduce(a, g[0][:, q0:, :], heads), seg, causal, outm, o)

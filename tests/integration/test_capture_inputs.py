@@ -144,3 +144,11 @@ def test_bundle_info():
     assert len(info["weights_sha256"]) == 64
     again = load_model(ModelConfig(str(tiny_dir("llava")), dtype="float32"))
     assert again.info()["weights_sha256"] == info["weights_sha256"]
+
+
+def test_incomplete_model_folder(tmp_path):
+    import shutil
+
+    shutil.copy(tiny_dir("llava") / "config.json", tmp_path / "config.json")
+    with pytest.raises(SaliencyLabError, match=r"LlavaForConditionalGeneration.*cannot load it"):
+        load_model(ModelConfig(str(tmp_path)))

@@ -16,7 +16,7 @@ from saliency_lab.world.evaluate import world_synonyms
 from saliency_lab.world.model import ModelSpec
 from saliency_lab.world.render import render
 from saliency_lab.world.scenes import WorldConfig, eval_scenes
-from saliency_lab.world.train import TrainConfig, train
+from saliency_lab.world.train import TrainConfig, train, train_recipe
 
 MODEL = Path(__file__).resolve().parents[2] / "datasets" / "shapes" / "model"
 
@@ -74,3 +74,14 @@ def test_training_is_reproducible(tmp_path, threads):
     # the saved folder is a complete model: it reloads with the standard classes
     AutoProcessor.from_pretrained(tmp_path / "a")
     LlavaForConditionalGeneration.from_pretrained(tmp_path / "a")
+
+
+def test_two_stage_recipe_is_reproducible(tmp_path):
+    tiny = _tiny_cfg()
+    recipe = ({"steps": 4, "stop_after": 2}, {"steps": 2, "warmup": 1, "step_offset": 2})
+    kw = {"model": tiny.model, "batch_size": 4, "log_every": 1, "checkpoint_every": 0}
+    a = train_recipe(str(tmp_path / "a"), recipe, log=lambda m: None, threads=1, **kw)
+    train_recipe(str(tmp_path / "b"), recipe, log=lambda m: None, threads=1, **kw)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    assert _digest(tmp_path / "a") != _digest(tmp_path / "a" / "stage1")  # stage 2 did train
+    assert a["recipe"] == list(recipe)
