@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from saliency_lab.models import TINY_ARCHS
+
 
 def register(subparsers) -> None:
-    from saliency_lab.models.tiny import TINY_ARCHS
-
     p = subparsers.add_parser(
         "tiny-model",
         help="build a tiny random model folder usable with `saliency-lab capture --model DIR`",

@@ -13,9 +13,8 @@ from pathlib import Path
 import torch
 
 from saliency_lab.errors import SaliencyLabError
+from saliency_lab.models import TINY_ARCHS
 from saliency_lab.models.tokenizer_build import TokenizerStyle, build_tokenizer
-
-TINY_ARCHS = ("llama", "qwen2", "mistral", "llava", "qwen2_vl", "qwen2_5_vl", "internvl")
 
 _CONTENT = (
     "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
