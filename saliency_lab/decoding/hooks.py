@@ -3,13 +3,13 @@
 `intervention_hooks` turns a DecodingConfig into the list of hooks the attention function applies. The capture
 engine asks for them once per sample, knowing where the output starts, and keeps them active both while generating
 and in its teacher-forced saliency pass, so the recorded saliency reflects the modified attention the generation
-used. Each hook has an `on_logits` attribute: False hooks act on post-softmax probabilities (the attention
-function's `hooks=`), True hooks on masked pre-softmax scores (`logit_hooks=`); `split_hooks` separates them.
+used. Each hook has an `on_logits` attribute: False hooks act on post-softmax probabilities, True hooks on masked
+pre-softmax scores; `saliency_lab.saliency.attention.intervention_context(mode, hooks)` sends each to its place.
+`acts_on_prompt = False` tells the decoding loop that the prefill (prompt rows only) may run on sdpa.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from saliency_lab.config import DecodingConfig
@@ -28,9 +28,3 @@ def intervention_hooks(
         hooks.append(SaliencyDecayHook(decay, output_start))
     return hooks
 
-
-def split_hooks(hooks: Sequence[Any]) -> tuple[list, list]:
-    """(probability hooks, logit hooks) for `attention_context(hooks=..., logit_hooks=...)`."""
-    probs = [h for h in hooks if not getattr(h, "on_logits", False)]
-    logits = [h for h in hooks if getattr(h, "on_logits", False)]
-    return probs, logits

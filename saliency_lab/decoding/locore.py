@@ -83,6 +83,8 @@ class LocoREHook:
         self.window = int(cfg.window)
         self.mode = cfg.mode
         self.output_start = int(output_start)
+        self._row_key: tuple | None = None
+        self._row: torch.Tensor | None = None
 
     @property
     def on_logits(self) -> bool:
@@ -96,9 +98,34 @@ class LocoREHook:
         mask = locore_mask(q, key_positions, self.output_start, self.window)
         return mask if bool(mask.any()) else None
 
+    def _decode_row(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The one-query (cached decoding) case as a [K] factor/offset vector, built once per step and shared by
+        all layers; None when no key is boosted. Per the attention function's contract the keys are arange(K)
+        and the query is the last position, K - 1."""
+        k = x.shape[-1]
+        key = (k, x.dtype, x.device)
+        if self._row_key != key:
+            q = k - 1
+            lo, hi = max(self.output_start, q - self.window), q
+            vec = None
+            if lo < hi:
+                fill = math.log1p(self.beta) if self.on_logits else 1.0 + self.beta
+                vec = torch.full((k,), 0.0 if self.on_logits else 1.0, dtype=x.dtype, device=x.device)
+                vec[lo:hi] = fill
+            self._row_key, self._row = key, vec
+        return self._row
+
     def __call__(
         self, x: torch.Tensor, *, layer_idx: int, query_positions: Positions, key_positions: Positions
     ) -> torch.Tensor:
+        if x.shape[-2] == 1 and isinstance(key_positions, torch.Tensor) and key_positions.numel() == x.shape[-1]:
+            row = self._decode_row(x)
+            if row is None:
+                return x
+            if self.on_logits:
+                return x + row
+            out = x * row
+            return out / out.sum(dim=-1, keepdim=True) if self.mode == "renormalize" else out
         mask = self._mask(query_positions, key_positions)
         if mask is None:
             return x

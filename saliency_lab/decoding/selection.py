@@ -72,8 +72,11 @@ def top_k_candidates(logits: torch.Tensor, k: int, temperature: float = 1.0) -> 
         raise ValueError(f"top-k must be >= 1, got {k}")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    probs = torch.softmax(logits.detach().double().reshape(-1) / temperature, dim=-1)
-    vals, idx = torch.topk(probs, min(k, probs.numel()))
+    z = logits.detach().reshape(-1)
+    top, idx = torch.topk(z, min(k, z.numel()))
+    # p_i = exp(z_i / T - logsumexp(z / T)) in float64, only for the top-k (no full softmax is materialized).
+    lse = torch.logsumexp(z.double() / temperature, dim=0)
+    vals = torch.exp(top.double() / temperature - lse)
     # On the CPU: the seeded generator is a CPU generator, so draws do not depend on the model's device.
     vals, idx = vals.cpu(), idx.cpu()
     keep = vals > 0

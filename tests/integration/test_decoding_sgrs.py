@@ -115,3 +115,33 @@ def test_cached_loop_greedy_equals_generate(arch, decoding_models, decoding_imag
         text = prepare(bundle, arch, None, max_new_tokens=10)
         assert decode_plain(bundle, text, cfg).output_ids == generate_ids(bundle, text, cfg, [])
         assert torch.equal(prep.input_ids, prepare(bundle, arch, decoding_image).input_ids)
+
+
+class _Identity:
+    """A hook that does not declare `acts_on_prompt`: the prefill must then run through our attention too."""
+
+    on_logits = False
+
+    def __init__(self) -> None:
+        self.prompt_rows_seen = False
+
+    def __call__(self, probs, *, layer_idx, query_positions, key_positions):
+        self.prompt_rows_seen |= probs.shape[-2] > 1
+        return probs
+
+
+def test_generic_autograd_head_and_eager_prefill_give_the_same_decisions(decoding_models, monkeypatch):
+    """The closed-form head gradient and the sdpa prefill are speed paths: switching both off changes nothing."""
+    import saliency_lab.decoding.loop as loop
+
+    bundle = decoding_models("qwen2_vl")
+    prep = prepare(bundle, "qwen2_vl", None)
+    cfg = _sgrs(6, alpha=1.2)
+    fast = decode_sgrs(bundle, prep, cfg)
+    monkeypatch.setattr(loop, "plain_head", lambda model: None)
+    hook = _Identity()
+    slow = decode_sgrs(bundle, prep, cfg, extra_hooks=[hook])
+    assert hook.prompt_rows_seen
+    assert slow.output_ids == fast.output_ids
+    for a, b in zip(slow.decisions["score"], fast.decisions["score"], strict=True):
+        assert (a is None and b is None) or abs(a - b) <= 1e-12 * abs(b)

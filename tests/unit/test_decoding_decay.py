@@ -7,8 +7,9 @@ import torch
 
 from saliency_lab.config import DecodingConfig, LocoREConfig
 from saliency_lab.decoding.decay import SaliencyDecayConfig, SaliencyDecayHook, decay_mask
-from saliency_lab.decoding.hooks import intervention_hooks, split_hooks
+from saliency_lab.decoding.hooks import intervention_hooks
 from saliency_lab.decoding.locore import LocoREHook
+from saliency_lab.saliency.attention import split_hooks
 
 
 def test_decay_mask_hits_chosen_keys_from_their_own_position_on():

@@ -81,3 +81,18 @@ def test_logit_offset_value():
     s = torch.zeros(1, 1, 1, 3, dtype=torch.float64)
     out = off(s, layer_idx=0, query_positions=[2], key_positions=range(3))
     assert out[0, 0, 0].tolist() == [0.0, math.log1p(0.15), 0.0]
+
+
+@pytest.mark.parametrize("mode", ["post_softmax", "renormalize", "logit_offset"])
+def test_single_query_fast_path_equals_the_mask_path(mode):
+    o, w = 6, 3
+    hook = LocoREHook(LocoREConfig(beta=0.25, window=w, mode=mode), output_start=o)
+    ref = LocoREHook(LocoREConfig(beta=0.25, window=w, mode=mode), output_start=o)
+    for k in range(1, 14):  # cached decoding: one query at k - 1, keys arange(k)
+        x = torch.softmax(torch.randn(1, 2, 1, k, dtype=torch.float64), -1)
+        kpos = torch.arange(k)
+        fast = hook(x, layer_idx=0, query_positions=kpos[k - 1:], key_positions=kpos)
+        slow = ref(x, layer_idx=0, query_positions=[k - 1], key_positions=range(k))  # not tensors: mask path
+        assert torch.allclose(fast, slow, rtol=1e-15, atol=0)
+        if k - 1 <= o:
+            assert fast is x
