@@ -1,16 +1,65 @@
 """Configuration dataclasses shared by the capture engine, decoding interventions and the CLI.
 
 Every field that changes numbers is written to run.json (`asdict`) so a run records how it was made.
+
+`validate()` is the one place that checks the settings: `saliency_lab.run.capture` calls
+`CaptureConfig.validate()` first thing (before the manifest is read, the model loaded or anything written) and
+`SGRSConfig.validate(n_layers)` right after the model is loaded, before run.json is written. Each error is one
+line naming the command-line flag and the fix.
 """
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
+
+from saliency_lab.errors import SaliencyLabError
 
 HeadsMode = Literal["sum_abs", "abs_sum"]
 RowsMode = Literal["output", "all"]
 Strategy = Literal["greedy", "sample", "sgrs"]
+LocoREMode = Literal["post_softmax", "renormalize", "logit_offset"]
+
+STRATEGIES = ("greedy", "sample", "sgrs")
+HEADS_MODES = ("sum_abs", "abs_sum")
+ROWS_MODES = ("output", "all")
+LOCORE_MODES = ("post_softmax", "renormalize", "logit_offset")
+DTYPES = ("float32", "float64", "bfloat16", "float16")
+_RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int_at_least(flag: str, value: object, low: int, fix: str = "") -> None:
+    if not _is_int(value) or value < low:  # type: ignore[operator]
+        raise SaliencyLabError(f"{flag} {value!r}: must be an integer >= {low}{'; ' + fix if fix else ''}")
+
+
+def _choice(flag: str, value: object, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise SaliencyLabError(f"{flag} {value!r}: choose one of {', '.join(choices)}")
+
+
+def validate_layers(layers: Sequence[int] | None, n_layers: int | None, flag: str = "--sgrs-layers") -> None:
+    """Target layers: a non-empty list of layer numbers, inside 0..n_layers-1 once the model is known."""
+    if layers is None:
+        return
+    shown = ",".join(map(str, layers)) if isinstance(layers, (list, tuple)) else repr(layers)
+    if (not isinstance(layers, (list, tuple)) or not layers
+            or not all(_is_int(x) and x >= 0 for x in layers)):
+        raise SaliencyLabError(f"{flag} {shown}: expected non-negative layer numbers, e.g. {flag} 8,9,10")
+    if n_layers is not None and max(layers) >= n_layers:
+        raise SaliencyLabError(f"{flag} {shown}: the model has layers 0..{n_layers - 1}; "
+                               "pick target layers in that range")
 
 
 @dataclass(frozen=True)
@@ -32,6 +81,13 @@ class SaliencyConfig:
     rows: RowsMode | None = None  # store full S_raw rows as float16 lists
     verify: bool = False  # also run the per-prefix reference and compare
 
+    def validate(self) -> SaliencyConfig:
+        _choice("--heads", self.heads, HEADS_MODES)
+        _int_at_least("--candidates", self.candidates, 0, "0 records no alternatives")
+        if self.rows is not None:
+            _choice("--rows", self.rows, ROWS_MODES)
+        return self
+
 
 @dataclass
 class SGRSConfig:
@@ -41,12 +97,35 @@ class SGRSConfig:
     max_resample: int = 3  # R: draws without replacement before fallback
     layers: list[int] | None = None  # target layers; None = upper half of the language model
 
+    def validate(self, n_layers: int | None = None) -> SGRSConfig:
+        """Ranges of every setting; with `n_layers` (known once the model is loaded) also the layers."""
+        if not _is_number(self.alpha) or self.alpha < 0:
+            raise SaliencyLabError(f"--sgrs-alpha {self.alpha!r}: must be a finite number >= 0 "
+                                   "(0 accepts every first draw; default 0.6)")
+        _int_at_least("--sgrs-window", self.window, 1, "it counts the accepted tokens whose mean sets tau")
+        _int_at_least("--sgrs-k", self.k, 1)
+        _int_at_least("--sgrs-max-resample", self.max_resample, 1)
+        if self.max_resample > self.k:
+            raise SaliencyLabError(f"--sgrs-max-resample {self.max_resample}: at most --sgrs-k ({self.k}) "
+                                   "draws without replacement are possible; lower it or raise --sgrs-k")
+        validate_layers(self.layers, n_layers)
+        return self
+
 
 @dataclass
 class LocoREConfig:
     beta: float = 0.0  # 0 disables LocoRE
     window: int = 5  # w_s (the paper gives no value; 5 is our default)
-    mode: Literal["post_softmax", "renormalize", "logit_offset"] = "post_softmax"
+    mode: LocoREMode = "post_softmax"
+
+    def validate(self) -> LocoREConfig:
+        # beta < 0 would damp recent outputs instead of reinforcing them; the hook refuses it too.
+        if not _is_number(self.beta) or self.beta < 0:
+            raise SaliencyLabError(f"--locore-beta {self.beta!r}: must be a finite number >= 0 "
+                                   "(0 turns LocoRE off; e.g. 0.15)")
+        _int_at_least("--locore-window", self.window, 1)
+        _choice("--locore-mode", self.mode, LOCORE_MODES)
+        return self
 
 
 @dataclass
@@ -59,6 +138,21 @@ class DecodingConfig:
     sgrs: SGRSConfig = field(default_factory=SGRSConfig)
     locore: LocoREConfig = field(default_factory=LocoREConfig)
 
+    def validate(self, n_layers: int | None = None) -> DecodingConfig:
+        """Every decoding setting (all blocks, whatever the strategy, so a run never records an impossible
+        value); the SGRS layers are checked against `n_layers` only for strategy "sgrs"."""
+        _choice("--strategy", self.strategy, STRATEGIES)
+        _int_at_least("--max-new-tokens", self.max_new_tokens, 1)
+        if not _is_int(self.seed):
+            raise SaliencyLabError(f"--seed {self.seed!r}: must be an integer")
+        if not _is_number(self.temperature) or self.temperature <= 0:
+            raise SaliencyLabError(f"--temperature {self.temperature!r}: must be a finite number > 0; "
+                                   "for argmax decoding use --strategy greedy")
+        _int_at_least("--top-k", self.top_k, 0, "0 samples from the full softmax")
+        self.sgrs.validate(n_layers if self.strategy == "sgrs" else None)
+        self.locore.validate()
+        return self
+
 
 @dataclass
 class ModelConfig:
@@ -66,6 +160,12 @@ class ModelConfig:
     dtype: Literal["float32", "float64", "bfloat16", "float16"] = "float32"
     device: str = "cpu"
     revision: str | None = None
+
+    def validate(self) -> ModelConfig:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise SaliencyLabError("--model is empty; pass a local model folder")
+        _choice("--dtype", self.dtype, DTYPES)
+        return self
 
 
 @dataclass
@@ -82,6 +182,21 @@ class CaptureConfig:
     resume: bool = False
     samples_per_part: int = 16
     quiet: bool = False
+
+    def validate(self) -> CaptureConfig:
+        """All settings that need no model; raises SaliencyLabError before anything is read or written."""
+        k, n = self.shard
+        if not (_is_int(n) and _is_int(k) and n >= 1 and 0 <= k < n):
+            raise SaliencyLabError(f"--shard {k}/{n}: need 0 <= k < N, e.g. --shard 0/4 ... --shard 3/4")
+        _int_at_least("--samples-per-part", self.samples_per_part, 1)
+        if self.run_id is not None and not _RUN_ID_RE.match(self.run_id):
+            raise SaliencyLabError(
+                f"--run-id {self.run_id!r}: use letters, digits, '.', '_' or '-' (no slashes), at most 128 characters"
+            )
+        self.model.validate()
+        self.decoding.validate()
+        self.saliency.validate()
+        return self
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

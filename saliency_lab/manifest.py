@@ -7,16 +7,20 @@ written and never leaves a half-filled dataset behind. Every error names the fil
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from saliency_lab.config import ManifestSample
 from saliency_lab.errors import SaliencyLabError
+from saliency_lab.jsonl import iter_jsonl
+from saliency_lab.seeding import sample_seed, stable_hash
+
+__all__ = ["FIELDS", "Manifest", "file_sha256", "load_manifest", "sample_seed", "shard_of", "stable_hash"]
 
 FIELDS = ("sample_id", "prompt", "image", "image_id", "system", "meta")
 _OPTIONAL_STR = ("image", "image_id", "system")
+_ONE_SAMPLE = 'write one object per line, e.g. {"sample_id": "s1", "prompt": "Describe the image."}'
 
 
 @dataclass(frozen=True)
@@ -39,12 +43,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _parse_line(obj: Any, where: str, base: Path) -> ManifestSample:
-    if not isinstance(obj, dict):
-        raise SaliencyLabError(
-            f"{where}: expected a JSON object, got {type(obj).__name__}; "
-            'write one object per line, e.g. {"sample_id": "s1", "prompt": "Describe the image."}'
-        )
+def _parse_line(obj: dict[str, Any], where: str, base: Path) -> ManifestSample:
     unknown = sorted(set(obj) - set(FIELDS))
     if unknown:
         raise SaliencyLabError(
@@ -107,25 +106,16 @@ def load_manifest(path: str | Path) -> Manifest:
     base = path.resolve().parent
     samples: list[ManifestSample] = []
     first_line: dict[str, int] = {}
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise SaliencyLabError(f"manifest {path}: not UTF-8 text ({exc.reason}); save it as UTF-8 JSONL") from None
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue  # blank lines (e.g. a trailing newline) are harmless
-        where = f"manifest {path}, line {lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SaliencyLabError(
-                f"{where}: malformed JSON ({exc.msg} at column {exc.colno}); "
-                "fix the line so it holds exactly one JSON object"
-            ) from None
-        sample = _parse_line(obj, where, base)
+    def where(lineno: int) -> str:
+        return f"manifest {path}, line {lineno}"
+
+    lines = iter_jsonl(path, "manifest", _ONE_SAMPLE, flag="--data", source=f"manifest {path}", where=where,
+                       bad_json="malformed JSON")
+    for lineno, obj in lines:
+        sample = _parse_line(obj, where(lineno), base)
         if sample.sample_id in first_line:
             raise SaliencyLabError(
-                f"{where}: duplicate sample_id {sample.sample_id!r} (first on line "
+                f"{where(lineno)}: duplicate sample_id {sample.sample_id!r} (first on line "
                 f"{first_line[sample.sample_id]}); sample_id must be unique"
             )
         first_line[sample.sample_id] = lineno
@@ -135,18 +125,6 @@ def load_manifest(path: str | Path) -> Manifest:
     return Manifest(path=path.resolve(), sha256=file_sha256(path), samples=tuple(samples))
 
 
-def stable_hash(sample_id: str) -> int:
-    """A 64-bit hash of a sample id that is the same in every process and Python version
-    (Python's hash() is salted per process, so it cannot assign shards or seeds)."""
-    return int.from_bytes(hashlib.sha256(sample_id.encode("utf-8")).digest()[:8], "big")
-
-
 def shard_of(sample_id: str, n_shards: int) -> int:
     """The shard (0-based) that owns `sample_id` when a run is split into `n_shards` processes."""
     return stable_hash(sample_id) % n_shards
-
-
-def sample_seed(seed: int, sample_id: str) -> int:
-    """Per-sample RNG seed: the run's seed plus a stable hash of the id, so a sample decodes the same
-    whether it runs first, after a resume, or in another shard."""
-    return (int(seed) + stable_hash(sample_id)) % (2**63)

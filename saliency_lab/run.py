@@ -25,13 +25,12 @@ import pyarrow as pa
 
 from saliency_lab.config import CaptureConfig, DecodingConfig, ManifestSample, ModelConfig, SaliencyConfig
 from saliency_lab.errors import SaliencyLabError, SampleError
-from saliency_lab.manifest import Manifest, load_manifest, sample_seed, shard_of
+from saliency_lab.manifest import Manifest, load_manifest, shard_of
 from saliency_lab.progress import Progress
+from saliency_lab.seeding import sample_seed
 from saliency_lab.store.runinfo import RUN_JSON, build_run_info, read_run_info, write_or_check_run_info
 from saliency_lab.store.schema import table_from_columns
 from saliency_lab.store.writer import ShardLock, ShardWriter
-
-_RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class _Result(Protocol):
@@ -147,18 +146,6 @@ def _seed_everything(seed: int) -> None:
         torch.manual_seed(seed)
 
 
-def _validate(cfg: CaptureConfig) -> None:
-    k, n = cfg.shard
-    if not (isinstance(n, int) and isinstance(k, int) and n >= 1 and 0 <= k < n):
-        raise SaliencyLabError(f"--shard {k}/{n}: need 0 <= k < N, e.g. --shard 0/4 ... --shard 3/4")
-    if cfg.samples_per_part < 1:
-        raise SaliencyLabError(f"--samples-per-part {cfg.samples_per_part}: must be >= 1")
-    if cfg.run_id is not None and not _RUN_ID_RE.match(cfg.run_id):
-        raise SaliencyLabError(
-            f"--run-id {cfg.run_id!r}: use letters, digits, '.', '_' or '-' (no slashes), at most 128 characters"
-        )
-
-
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -198,7 +185,7 @@ def capture(
     `load_fn` / `capture_fn` replace the model loader and the per-sample capture (tests inject fakes).
     """
     t0 = time.perf_counter()
-    _validate(cfg)
+    cfg.validate()  # every setting that needs no model: before the manifest is read or anything is written
     manifest = load_manifest(cfg.data)  # validates every line before anything is written
     run_id = cfg.run_id or default_run_id(cfg, manifest)
     run_dir = Path(cfg.out) / run_id
@@ -216,6 +203,8 @@ def capture(
         )
 
     bundle = load_fn(cfg.model) if load_fn else _default_load(cfg.model, cfg.quiet)
+    # The SGRS layers can only be checked against the model; still before run.json or any part is written.
+    cfg.decoding.validate(getattr(bundle, "n_layers", None))
     sample_fn = capture_fn or _default_capture()
     info = build_run_info(cfg, run_id, bundle.info(), manifest.path, manifest.sha256)
     write_or_check_run_info(run_dir, info)

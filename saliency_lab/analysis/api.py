@@ -20,7 +20,14 @@ from saliency_lab.analysis.config import ATTENTION_MEASURES, AnalysisConfig, Cal
 from saliency_lab.analysis.curves import binned_curve, curve_frame, trend_tests
 from saliency_lab.analysis.failures import attach_layer_profile
 from saliency_lab.analysis.results import AnalysisResult, CalibrationResult
-from saliency_lab.analysis.stats import adjust_pvalues, auroc_ci, auroc_low, cluster_bootstrap, compare_groups
+from saliency_lab.analysis.stats import (
+    adjust_pvalues,
+    auroc_ci,
+    auroc_cluster_ci,
+    auroc_low,
+    cluster_bootstrap,
+    compare_groups,
+)
 from saliency_lab.errors import SaliencyLabError
 from saliency_lab.store.catalog import Catalog, open_catalog
 
@@ -30,7 +37,8 @@ LABEL_MEANS_SCHEMA = {"run_id": pl.String, "measure": pl.String, "layer": pl.Int
                       "n": pl.Int64, "mean": pl.Float64, "sd": pl.Float64}
 LAYER_SCHEMA = {"run_id": pl.String, "measure": pl.String, "layer": pl.Int16, "n_correct": pl.Int64,
                 "n_halluc": pl.Int64, "mean_correct": pl.Float64, "mean_halluc": pl.Float64,
-                "cohen_d": pl.Float64, "auroc": pl.Float64, "welch_t": pl.Float64, "welch_p": pl.Float64,
+                "cohen_d": pl.Float64, "auroc": pl.Float64, "auroc_ci_low": pl.Float64,
+                "auroc_ci_high": pl.Float64, "welch_t": pl.Float64, "welch_p": pl.Float64,
                 "p_adjusted": pl.Float64, "significant": pl.Boolean}
 
 
@@ -128,9 +136,13 @@ def _layer_profile(layers_df: pl.DataFrame, measures: list[str], cfg: AnalysisCo
                 x = sub[m].cast(pl.Float64).to_numpy()
                 y = sub["label"].cast(pl.Int64).to_numpy()
                 st = compare_groups(x, y)
+                # Same rule as the token-level auroc_ci: whole samples resampled (tokens of a caption are not
+                # independent), cfg.seed for every layer, so layers with the same samples share the draws.
+                lo, hi = auroc_cluster_ci(x, y, sub["sample_id"].to_numpy(), cfg.n_bootstrap, cfg.seed)
                 block.append({"run_id": run_id, "measure": m, "layer": int(layer),
                               **{k: st[k] for k in ("n_correct", "n_halluc", "mean_correct", "mean_halluc",
-                                                    "cohen_d", "auroc", "welch_t", "welch_p")}})
+                                                    "cohen_d", "auroc", "welch_t", "welch_p")},
+                              "auroc_ci_low": lo, "auroc_ci_high": hi})
                 for lab, key in ((0, "correct"), (1, "halluc")):
                     mean_rows.append({"run_id": run_id, "measure": m, "layer": int(layer), "label": lab,
                                       "n": st[f"n_{key}"], "mean": st[f"mean_{key}"],

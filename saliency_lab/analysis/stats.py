@@ -99,6 +99,57 @@ def auroc_ci(
     return (float(lo), float(hi))
 
 
+def cluster_counts(groups: np.ndarray, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The resamples of `cluster_bootstrap(groups, n_boot, seed)` as multiplicities: counts [n_boot, n_clusters]
+    (how often each cluster was drawn) and each element's cluster index. Same RNG stream, same draws."""
+    rng = np.random.default_rng(seed)
+    uniq, inv = np.unique(groups, return_inverse=True)
+    counts = np.zeros((n_boot, len(uniq)), dtype=np.int64)
+    for b in range(n_boot):
+        pick = rng.integers(0, len(uniq), len(uniq))
+        counts[b] = np.bincount(pick, minlength=len(uniq))
+    return counts, inv
+
+
+def auroc_low_weighted(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """auroc_low of each weighted resample: weights [B, n] are element multiplicities, so row b equals
+    auroc_low on the data with element i repeated weights[b, i] times (NaN where a label is absent).
+
+    One sort for all resamples: within each group of tied values, P(x1 < x0) counts correct weight strictly
+    above, ties count half."""
+    order = np.argsort(x, kind="stable")
+    xs, ys = x[order], y[order]
+    starts = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]]) if len(xs) else np.array([], dtype=int)
+    w = weights[:, order].astype(np.float64)
+    g0 = np.add.reduceat(w * (ys == 0), starts, axis=1) if len(xs) else w[:, :0]
+    g1 = np.add.reduceat(w * (ys == 1), starts, axis=1) if len(xs) else w[:, :0]
+    tot0, tot1 = g0.sum(axis=1), g1.sum(axis=1)
+    above0 = tot0[:, None] - np.cumsum(g0, axis=1)
+    num = (g1 * above0).sum(axis=1) + 0.5 * (g1 * g0).sum(axis=1)
+    den = tot0 * tot1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def auroc_cluster_ci(
+    x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_boot: int, seed: int, level: float = 0.95,
+    chunk_elems: int = 4_000_000,
+) -> tuple[float, float]:
+    """Percentile interval of auroc_low over `n_boot` cluster (sample) resamples: the same numbers as
+    `auroc_ci(x, y, cluster_bootstrap(groups, n_boot, seed))`, computed from multiplicities in chunks (fast
+    enough to run for every layer and measure)."""
+    if n_boot <= 0 or len(x) == 0:
+        return (math.nan, math.nan)
+    counts, inv = cluster_counts(groups, n_boot, seed)
+    step = max(1, chunk_elems // max(1, len(x)))
+    vals = np.concatenate([auroc_low_weighted(x, y, counts[b:b + step][:, inv]) for b in range(0, n_boot, step)])
+    vals = vals[~np.isnan(vals)]
+    if not len(vals):
+        return (math.nan, math.nan)
+    lo, hi = np.percentile(vals, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    return (float(lo), float(hi))
+
+
 def logit_clustered(y: np.ndarray, x: np.ndarray, groups: np.ndarray) -> dict[str, Any]:
     """Logistic regression label ~ 1 + score with standard errors clustered by `groups` (statsmodels)."""
     import statsmodels.api as sm

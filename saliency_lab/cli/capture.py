@@ -34,23 +34,7 @@ def _layers(text: str) -> list[int]:
         layers = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated layer numbers, e.g. 8,9,10") from None
-    if not layers or min(layers) < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected non-negative layer numbers, e.g. 8,9,10")
-    return layers
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: must be >= 1")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text}: must be >= 0")
-    return value
+    return layers  # ranges are checked by DecodingConfig.validate, the one place for them
 
 
 def register(subparsers: Any) -> None:
@@ -68,7 +52,7 @@ def register(subparsers: Any) -> None:
     io.add_argument("--shard", type=_shard, default=(0, 1), metavar="k/N",
                     help="fill shard k of N (samples split by a stable hash of sample_id)")
     io.add_argument("--resume", action="store_true", help="continue a run: skip committed samples")
-    io.add_argument("--samples-per-part", type=_positive, default=16, metavar="N",
+    io.add_argument("--samples-per-part", type=int, default=16, metavar="N",
                     help="samples per Parquet part file (commit granularity; default 16)")
     io.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -78,27 +62,27 @@ def register(subparsers: Any) -> None:
     m.add_argument("--revision", help="model revision recorded in run.json")
 
     d = p.add_argument_group("decoding")
-    d.add_argument("--max-new-tokens", type=_positive, default=64)
+    d.add_argument("--max-new-tokens", type=int, default=64)
     d.add_argument("--strategy", choices=["greedy", "sample", "sgrs"], default="greedy")
     d.add_argument("--temperature", type=float, default=1.0)
-    d.add_argument("--top-k", type=_non_negative, default=0, help="for --strategy sample; 0 = full softmax")
+    d.add_argument("--top-k", type=int, default=0, help="for --strategy sample; 0 = full softmax")
     d.add_argument("--seed", type=int, default=0, help="base seed; each sample uses seed + hash(sample_id)")
     d.add_argument("--locore-beta", type=float, default=None, help="LocoRE boost beta (0 = off, default)")
-    d.add_argument("--locore-window", type=_positive, default=None, help="LocoRE window w_s (default 5)")
+    d.add_argument("--locore-window", type=int, default=None, help="LocoRE window w_s (default 5)")
     d.add_argument("--locore-mode", choices=["post_softmax", "renormalize", "logit_offset"], default=None)
     d.add_argument("--calibration", type=Path, metavar="FILE",
                    help="calibration.json from `saliency-lab calibrate`: sets SGRS alpha, window, layers")
     d.add_argument("--sgrs-alpha", type=float, default=None, help="SGRS threshold factor (default 0.6)")
-    d.add_argument("--sgrs-window", type=_positive, default=None, help="SGRS history window W (default 5)")
-    d.add_argument("--sgrs-k", type=_positive, default=None, help="SGRS top-K candidates (default 5)")
-    d.add_argument("--sgrs-max-resample", type=_positive, default=None, help="SGRS draws R (default 3)")
+    d.add_argument("--sgrs-window", type=int, default=None, help="SGRS history window W (default 5)")
+    d.add_argument("--sgrs-k", type=int, default=None, help="SGRS top-K candidates (default 5)")
+    d.add_argument("--sgrs-max-resample", type=int, default=None, help="SGRS draws R (default 3)")
     d.add_argument("--sgrs-layers", type=_layers, default=None, metavar="L1,L2,..",
                    help="SGRS target layers (default: upper half)")
 
     s = p.add_argument_group("saliency")
     s.add_argument("--heads", choices=["sum_abs", "abs_sum"], default="sum_abs",
                    help="combine heads as sum|A*G| (paper Eq. 4-5, default) or |sum A*G|")
-    s.add_argument("--candidates", type=_non_negative, default=0, metavar="K",
+    s.add_argument("--candidates", type=int, default=0, metavar="K",
                    help="also record saliency of the top-K alternative tokens (default 0)")
     s.add_argument("--rows", choices=["output", "all"], default=None,
                    help="also store full S_raw rows (float16) over output keys or all keys")

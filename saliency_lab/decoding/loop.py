@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from saliency_lab.config import DecodingConfig, HeadsMode
+from saliency_lab.config import DecodingConfig, HeadsMode, validate_layers
 from saliency_lab.decoding.result import DecodeResult
 from saliency_lab.decoding.selection import draw_index, top_k_candidates
 from saliency_lab.errors import SampleError
@@ -37,16 +37,9 @@ def target_layers(n_layers: int, layers: Sequence[int] | None) -> list[int]:
     """Explicit target layers (validated) or the upper half (layer >= n_layers // 2), like the analysis."""
     if layers is None:
         return list(range(n_layers // 2, n_layers))
-    out = sorted(set(int(x) for x in layers))
-    bad = [x for x in out if not 0 <= x < n_layers]
-    if bad or not out:
-        from saliency_lab.errors import SaliencyLabError
-
-        raise SaliencyLabError(
-            f"--sgrs-layers {','.join(map(str, layers))}: the model has layers 0..{n_layers - 1}; "
-            "pick target layers in that range"
-        )
-    return out
+    out = [int(x) for x in layers]
+    validate_layers(out, n_layers)
+    return sorted(set(out))
 
 
 class GradTap:
@@ -265,8 +258,9 @@ def eos_set(bundle: Any) -> set[int]:
 
 
 def make_generator(decoding: DecodingConfig, sample_id: str) -> torch.Generator:
-    """The per-sample generator: same seed derivation as capture's sampling, so a resumed run reproduces."""
-    from saliency_lab.saliency.capture import sample_seed
+    """The per-sample generator, seeded like capture's sampling (`seeding.sample_seed`), so a resumed run
+    reproduces."""
+    from saliency_lab.seeding import sample_seed
 
     g = torch.Generator()
     g.manual_seed(sample_seed(decoding.seed, sample_id))

@@ -27,28 +27,20 @@ from saliency_lab.decoding.hooks import intervention_hooks
 from saliency_lab.decoding.loop import CachedDecoder, eos_set, make_generator, target_layers
 from saliency_lab.decoding.result import DecisionLog, DecodeResult
 from saliency_lab.decoding.selection import sgrs_select, sgrs_threshold, top_k_candidates
-from saliency_lab.errors import SaliencyLabError, SampleError
+from saliency_lab.errors import SampleError
 
 
-def validate_sgrs(cfg: SGRSConfig) -> None:
-    """One-line errors naming the flag for impossible SGRS settings."""
-    if not cfg.alpha >= 0:
-        raise SaliencyLabError(f"--sgrs-alpha {cfg.alpha}: must be >= 0 (0 accepts every first draw)")
-    if cfg.window < 0:
-        raise SaliencyLabError(f"--sgrs-window {cfg.window}: must be >= 0")
-    if cfg.k < 1:
-        raise SaliencyLabError(f"--sgrs-k {cfg.k}: must be >= 1")
-    if cfg.max_resample < 1:
-        raise SaliencyLabError(f"--sgrs-max-resample {cfg.max_resample}: must be >= 1")
+def validate_sgrs(cfg: SGRSConfig, n_layers: int | None = None) -> None:
+    """One-line errors naming the flag for impossible SGRS settings (`SGRSConfig.validate`)."""
+    cfg.validate(n_layers)
 
 
 def decode_sgrs(bundle: Any, prepared: Any, decoding: DecodingConfig, *, heads: HeadsMode = "sum_abs",
                 extra_hooks: Sequence[Any] = ()) -> DecodeResult:
     """Generate one sample with SGRS (and LocoRE when decoding.locore.beta != 0); every decision recorded."""
     cfg = decoding.sgrs
-    validate_sgrs(cfg)
-    if decoding.temperature <= 0:
-        raise SaliencyLabError(f"--temperature {decoding.temperature}: must be > 0 for SGRS")
+    # run.capture has checked all of this before the run started; direct library calls get the same errors.
+    decoding.validate(bundle.n_layers)
     layers = target_layers(bundle.n_layers, cfg.layers)
     hooks = intervention_hooks(decoding, prepared.n_input) + list(extra_hooks)
     dec = CachedDecoder(bundle, prepared, hooks=hooks, grad_layers=layers)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from saliency_lab.errors import SaliencyLabError
+from saliency_lab.jsonl import iter_jsonl
 from saliency_lab.labels.chair import ChairExtractor, norm_image_id
 from saliency_lab.labels.synonyms import SynonymTable
 
@@ -114,22 +115,15 @@ def resolve_ground_truth(table: SynonymTable, ground_truth: str | None = None, i
     return load_coco_gt(table, instances, coco_captions, image_ids)
 
 
+_CAPTION_LINE = 'write one {"image_id": ..., "caption": "..."} object per line'
+
+
 def read_caption_file(path: str | Path) -> list[tuple[str, object, str]]:
     """JSONL {image_id, caption} -> [(key, image_id, caption)]; key is `path:line` or the line's sample_id."""
     p = Path(path)
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise SaliencyLabError(f"{p}: cannot read captions ({exc.strerror}); check the --captions path") from None
     out = []
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SaliencyLabError(f"{p}:{lineno}: not valid JSON ({exc.msg}); one object per line") from None
-        if not isinstance(obj, dict) or "image_id" not in obj or not isinstance(obj.get("caption"), str):
+    for lineno, obj in iter_jsonl(p, "captions", _CAPTION_LINE, flag="--captions"):
+        if "image_id" not in obj or not isinstance(obj.get("caption"), str):
             raise SaliencyLabError(
                 f'{p}:{lineno}: expected {{"image_id": ..., "caption": "..."}}; add the missing field'
             )

@@ -10,11 +10,11 @@ against the run before anything is written: unknown sample, span outside the tex
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from saliency_lab.errors import SaliencyLabError
+from saliency_lab.jsonl import iter_jsonl
 from saliency_lab.labels.join import SpanLabel, StepLabel
 from saliency_lab.labels.runread import RunData
 
@@ -24,6 +24,9 @@ class HumanLabels:
     spans: dict[str, list[SpanLabel]] = field(default_factory=dict)
     steps: dict[str, list[StepLabel]] = field(default_factory=dict)
     n_records: int = 0
+
+
+_SHAPE = 'expected {"sample_id", "spans": [...]} or {"sample_id", "steps": [...], "label"}'
 
 
 def _label(v: object, where: str) -> int:
@@ -40,25 +43,14 @@ def _int(v: object, what: str, where: str) -> int:
 
 def read_human_labels(path: str | Path, run: RunData) -> HumanLabels:
     p = Path(path)
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise SaliencyLabError(f"{p}: cannot read labels ({exc.strerror}); check the --file path") from None
     out = HumanLabels()
     span_where: dict[str, list[tuple[int, int, str]]] = {}
     step_where: dict[str, dict[int, str]] = {}
     mention_ids: dict[str, int] = {}
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for lineno, obj in iter_jsonl(p, "labels", _SHAPE, flag="--file"):
         where = f"{p}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SaliencyLabError(f"{where}: not valid JSON ({exc.msg}); one object per line") from None
-        if not isinstance(obj, dict) or "sample_id" not in obj or ("spans" in obj) == ("steps" in obj):
-            raise SaliencyLabError(f'{where}: expected {{"sample_id", "spans": [...]}} or '
-                                   '{"sample_id", "steps": [...], "label"}')
+        if "sample_id" not in obj or ("spans" in obj) == ("steps" in obj):
+            raise SaliencyLabError(f"{where}: {_SHAPE}")
         sid = str(obj["sample_id"])
         sample = run.samples.get(sid)
         if sample is None:

@@ -10,13 +10,13 @@ Parsers (the choice is recorded in every result):
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from saliency_lab.errors import SaliencyLabError
+from saliency_lab.jsonl import iter_jsonl
 
 PARSERS = ("reference", "strict")
 _FIRST_WORD = re.compile(r"[A-Za-z]+")
@@ -55,18 +55,8 @@ def split_from_path(path: str | Path) -> str:
 def read_questions(path: str | Path, split: str | None = None) -> list[PopeQuestion]:
     p = Path(path)
     split = split or split_from_path(p)
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise SaliencyLabError(f"{p}: cannot read POPE questions ({exc.strerror}); check the path") from None
     out, seen = [], set()
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SaliencyLabError(f"{p}:{lineno}: not valid JSON ({exc.msg}); one object per line") from None
+    for lineno, obj in iter_jsonl(p, "POPE questions", "write one question object per line"):
         missing = [k for k in ("question_id", "image", "text", "label") if k not in obj]
         if missing:
             raise SaliencyLabError(f"{p}:{lineno}: missing {', '.join(missing)}; each line needs "
@@ -139,18 +129,8 @@ def pope_metrics_by_split(rows: Iterable[tuple[str, str, str]]) -> dict[str, dic
 def read_answers(path: str | Path) -> dict[str, str]:
     """JSONL {question_id, text} (or `answer`) -> {str(question_id): text}."""
     p = Path(path)
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise SaliencyLabError(f"{p}: cannot read answers ({exc.strerror}); check the path") from None
     out: dict[str, str] = {}
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SaliencyLabError(f"{p}:{lineno}: not valid JSON ({exc.msg})") from None
+    for lineno, obj in iter_jsonl(p, "answers", 'write one {"question_id": ..., "text": "..."} object per line'):
         text = obj.get("text", obj.get("answer"))
         if "question_id" not in obj or not isinstance(text, str):
             raise SaliencyLabError(f'{p}:{lineno}: expected {{"question_id": ..., "text": "..."}}')

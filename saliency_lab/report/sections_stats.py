@@ -242,6 +242,9 @@ def layers_section(result: Any, score: str, charts: Charts, used_layers: dict[st
     note = "Cohen's d intervals: d ± 1.96·se with se = sqrt((n₁+n₂)/(n₁n₂) + d²/(2(n₁+n₂)))."
     if not lo_col:
         note += " AUROC per layer is shown without an interval (the analysis reports none per layer)."
+    else:
+        note += (" AUROC intervals: 95% percentile bootstrap resampling whole samples (n_bootstrap and seed of "
+                 "the analysis config).")
     sec.note(note)
     return sec
 

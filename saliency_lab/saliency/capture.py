@@ -4,14 +4,13 @@ one teacher-forced stop-gradient pass, and return the sample's rows for every ta
 Generation: `model.generate` (sdpa, KV cache) for greedy/sample; when decoding interventions are active
 (`saliency_lab.decoding.hooks.intervention_hooks`), generate runs through our attention function with the
 hooks; strategy "sgrs" delegates to `saliency_lab.decoding.sgrs.decode_sgrs`. Sampling is seeded per sample
-(seed derived from the run seed and the sample_id) so a resumed or sharded run reproduces the same output.
+(`saliency_lab.seeding.sample_seed`: the run seed and the sample_id) so a resumed or sharded run reproduces the same output.
 """
 
 from __future__ import annotations
 
 import json
 import time
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +23,7 @@ from saliency_lab.errors import SaliencyLabError, SampleError
 from saliency_lab.saliency.attention import intervention_context, use_attention
 from saliency_lab.saliency.offsets import token_spans, tokenizer_decode
 from saliency_lab.saliency.single_pass import CAND_COLUMNS, SUM_COLUMNS, PassResult, single_pass
+from saliency_lab.seeding import sample_seed
 from saliency_lab.store.schema import table_from_columns
 
 TOPK_TOKENS = 5
@@ -35,11 +35,6 @@ class SampleResult:
     tables: dict[str, pa.Table]
     seconds: float
     stats: dict[str, Any] = field(default_factory=dict)  # e.g. verify_max_abs_diff, generate_seconds
-
-
-def sample_seed(seed: int, sample_id: str) -> int:
-    """Per-sample sampling seed: stable across runs, shards and resumes."""
-    return (int(seed) * 1_000_003 + zlib.crc32(sample_id.encode())) % (2**31 - 1)
 
 
 def eos_ids(bundle) -> list[int]:

@@ -37,7 +37,8 @@ CONVENTIONS = {
     "normalization": "derived at query time: row (default, S_raw / row_l2) | none | matrix",
     "default_target_layers": "upper half of the language model layers (layer >= n_layers // 2)",
     "attn_out_sum": "head-mean post-softmax attention from the query row to prior output keys",
-    "per_sample_seed": "every sample is seeded from decoding.seed and its sample_id alone (never from its "
+    "per_sample_seed": "(decoding.seed + first 8 bytes of sha256(sample_id), unsigned big-endian) mod 2**63 "
+    "seeds the global RNGs, generate's sampling and the decoding-loop/SGRS generator of every sample (never its "
     "position in the run), so sharded and resumed runs reproduce an uninterrupted one",
     "shard_assignment": "first 8 bytes of sha256(sample_id) (unsigned big-endian) modulo shards",
 }

@@ -111,6 +111,23 @@ def test_numbers_equal_the_analysis(built):
     assert checked > 0
 
 
+
+def test_layer_auroc_intervals_come_from_the_analysis(built):
+    run, _, html = built
+    res = analyze([str(run)], "chair", AnalysisConfig(**FAST))
+    assert "without an interval" not in html
+    shown = 0
+    for r in res.layer_profile.iter_rows(named=True):
+        if math.isfinite(r["auroc_ci_low"]):
+            assert f"{r['auroc']:.3f} [{r['auroc_ci_low']:.3f}, {r['auroc_ci_high']:.3f}]" in html
+            shown += 1
+    assert shown > 0
+    specs = _specs(html)
+    rows = [d for name, spec in specs.items() if name.startswith("chart-layers-auroc")
+            for d in _inline_values(spec) if "auroc_ci_low" in d]
+    prof = {(r["measure"], r["layer"]): r for r in res.layer_profile.iter_rows(named=True)}
+    assert rows and all(d["auroc_ci_low"] == prof[(d["measure"], d["layer"])]["auroc_ci_low"] for d in rows)
+
 def test_failure_gallery_highlights_the_token(built):
     _, _, html = built
     marks = re.findall(r'<mark class="(hal|cor)">(.*?)</mark>', html)

@@ -112,3 +112,28 @@ def test_cluster_bootstrap_resamples_whole_samples_and_ci(data):
     assert st.auroc_ci(x, y, res) == pytest.approx(tuple(np.percentile(vals, [2.5, 97.5])))
     lo, hi = st.auroc_ci(x, y, res)
     assert lo < st.auroc_low(x[y == 1], x[y == 0]) < hi
+
+
+def test_weighted_auroc_equals_index_resamples_with_ties_and_unequal_clusters():
+    rng = np.random.default_rng(11)
+    sizes = rng.integers(1, 7, 25)  # unequal caption lengths
+    g = np.repeat([f"s{i:02d}" for i in range(25)], sizes)
+    x = np.round(rng.normal(size=len(g)), 1)  # rounding makes many ties
+    y = (rng.random(len(g)) < 0.3).astype(int)
+    res = st.cluster_bootstrap(g, 60, seed=4)
+    counts, inv = st.cluster_counts(g, 60, seed=4)
+    w = counts[:, inv]
+    got = st.auroc_low_weighted(x, y, w)
+    for b, idx in enumerate(res):
+        assert np.array_equal(np.bincount(idx, minlength=len(g)), w[b])  # the very same resample
+        xb, yb = x[idx], y[idx]
+        n0, n1 = (yb == 0).sum(), (yb == 1).sum()
+        expect = sps.mannwhitneyu(xb[yb == 0], xb[yb == 1]).statistic / (n0 * n1) if n0 and n1 else math.nan
+        assert got[b] == pytest.approx(expect, abs=1e-12, nan_ok=True)
+    # chunked percentile interval == auroc_ci over the index resamples
+    ci = st.auroc_cluster_ci(x, y, g, 60, seed=4, chunk_elems=len(g) * 7)
+    assert ci == pytest.approx(st.auroc_ci(x, y, res), abs=1e-12)
+    # a resample with a single label is skipped (NaN), never a crash
+    one = st.auroc_low_weighted(x, y, (y == 1).astype(int)[None, :])
+    assert math.isnan(one[0])
+    assert all(math.isnan(v) for v in st.auroc_cluster_ci(x, y, g, 0, seed=4))
