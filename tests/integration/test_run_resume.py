@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from _run_fixtures import read_sorted, tiny_llama, write_text_manifest  # noqa: F401
 
 from saliency_lab.config import CaptureConfig, ModelConfig
@@ -40,8 +41,10 @@ def _start_and_kill(model: Path, manifest: Path, out: Path, sig: int) -> subproc
     cmd = [sys.executable, "-m", "saliency_lab", "capture", "--model", str(model), "--data", str(manifest),
            "--out", str(out), "--run-id", "r", "--max-new-tokens", str(MAX_NEW), "--samples-per-part", "3",
            "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    # Same intra-op thread count as the in-process baseline: float reductions are only bit-identical when
+    # the work is split the same way.
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     first_part = out / "r" / "samples" / "shard=0" / "part-00000.parquet"
     deadline = time.monotonic() + 120
     while not first_part.exists():
