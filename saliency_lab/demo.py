@@ -27,8 +27,8 @@ class DemoConfig:
     out: str = "saliency-lab-demo"
     model: str | None = None  # default: the shipped checkpoint datasets/shapes/model
     quick: bool = False
-    n_images: int = 48
-    pope_images: int = 16
+    n_images: int = 60
+    pope_images: int = 24
     seed: int = 7  # evaluation scenes (held out: training and its own evaluation use other streams)
     partner_absent_share: float = 0.6
     max_new_tokens: int = 32

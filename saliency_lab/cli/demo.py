@@ -14,7 +14,7 @@ def register(subparsers: Any) -> None:
                     "re-run with SGRS and LocoRE and write one HTML report.")
     p.add_argument("--out", default="saliency-lab-demo", help="output folder (default: ./saliency-lab-demo)")
     p.add_argument("--quick", action="store_true", help="a small run (8 images) for a smoke test")
-    p.add_argument("--n-images", type=int, default=48, help="evaluation images (default 48)")
+    p.add_argument("--n-images", type=int, default=60, help="evaluation images (default 60)")
     p.add_argument("--model", help="model folder (default: the shipped datasets/shapes/model)")
     p.add_argument("--retrain", action="store_true", help="train the scene-world model from scratch first")
     p.add_argument("--retrain-steps", type=int, default=None, help="steps for --retrain (default: as shipped)")

@@ -173,12 +173,13 @@ def train(cfg: TrainConfig, out: str, log=print) -> dict:
 # other jobs). Stage 1 runs the first 900 steps of an 1800-step cosine schedule; at step 800 the model had
 # learned colours and counts but not shapes (the loss plateau of STACK-NOTES). Stage 2 restarts from its
 # weights (fresh AdamW state) with a new warm-up and a 1500-step cosine at the full rate; the plateau only
-# began to give way as its rate decayed. Stage 3 continues at a third of the rate for 1800 steps. Each stage
-# draws the scenes that follow the previous stage's in the data stream (step_offset).
+# began to give way as its rate decayed. Stages 3 and 4 continue at a third of the rate (1800 + 1200 steps).
+# Each stage draws the scenes that follow the previous stage's in the data stream (step_offset).
 SHIPPED_RECIPE: tuple[dict, ...] = (
     {"steps": 1800, "stop_after": 900},
     {"steps": 1500, "warmup": 50, "step_offset": 900},
     {"steps": 1800, "warmup": 50, "lr": 5e-4, "step_offset": 2400},
+    {"steps": 1200, "warmup": 50, "lr": 5e-4, "step_offset": 4200},
 )
 
 

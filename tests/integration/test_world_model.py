@@ -4,6 +4,7 @@ the training script is reproducible for a fixed seed and step count."""
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -12,10 +13,10 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from saliency_lab.labels.chair import ChairExtractor
 from saliency_lab.world.captions import CAPTION_PROMPT
-from saliency_lab.world.evaluate import world_synonyms
+from saliency_lab.world.evaluate import generate, world_synonyms
 from saliency_lab.world.model import ModelSpec
 from saliency_lab.world.render import render
-from saliency_lab.world.scenes import WorldConfig, eval_scenes
+from saliency_lab.world.scenes import COLOURS, WorldConfig, eval_scenes
 from saliency_lab.world.train import TrainConfig, train, train_recipe
 
 MODEL = Path(__file__).resolve().parents[2] / "datasets" / "shapes" / "model"
@@ -34,22 +35,31 @@ def test_shipped_checkpoint_describes_scenes_with_the_standard_flow():
     model = LlavaForConditionalGeneration.from_pretrained(MODEL).eval()
     world = WorldConfig()
     extractor = ChairExtractor(world_synonyms())
-    scenes = [s for s in eval_scenes(world, seed=99, n=10, partner_absent_share=0.0)]
-    correct = mentioned = 0
-    for scene in scenes[:6]:
-        img, _ = render(scene, world)
-        text = processor.apply_chat_template(
-            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": CAPTION_PROMPT}]}],
-            add_generation_prompt=True)
-        enc = processor(images=img, text=text, return_tensors="pt")
-        with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=30, do_sample=False)
-        cap = processor.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    scenes = eval_scenes(world, seed=99, n=24, partner_absent_share=0.0)
+    images = [render(s, world)[0] for s in scenes]
+    # the standard single-image flow, as the LLaVA adapter uses it
+    text = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": CAPTION_PROMPT}]}],
+        add_generation_prompt=True)
+    enc = processor(images=images[0], text=text, return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=30, do_sample=False)
+    first = processor.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    captions = generate(model, processor, images, [CAPTION_PROMPT] * len(images))
+    assert captions[0] == first.strip()  # batched, left-padded generation agrees with the single flow
+    cat_ok = cat_n = col_ok = col_n = 0
+    for scene, cap in zip(scenes, captions, strict=True):
         cats = extractor.categories(cap)
         assert cats, cap  # it names objects of the world
-        mentioned += len(cats)
-        correct += len(cats & set(scene.categories()))
-    assert correct / mentioned > 0.6  # a trained model, not random weights
+        cat_n += len(cats)
+        cat_ok += len(cats & set(scene.categories()))
+        colours = {w for w in re.findall(r"[a-z]+", cap) if w in COLOURS}
+        col_n += len(colours)
+        col_ok += len(colours & {o.colour for o in scene.objects})
+    # chance level: ~2.5 objects of 12 categories (0.21) and of 7 colours (0.36); the shipped model is far
+    # from perfect on shapes (see datasets/shapes/README.md) but clearly above chance, and good on colours
+    assert cat_ok / cat_n > 0.3
+    assert col_ok / col_n > 0.8
 
 
 def _tiny_cfg() -> TrainConfig:
