@@ -180,6 +180,7 @@ SHIPPED_RECIPE: tuple[dict, ...] = (
     {"steps": 1500, "warmup": 50, "step_offset": 900},
     {"steps": 1800, "warmup": 50, "lr": 5e-4, "step_offset": 2400},
     {"steps": 1200, "warmup": 50, "lr": 5e-4, "step_offset": 4200},
+    {"steps": 3000, "warmup": 50, "lr": 4e-4, "step_offset": 5400},
 )
 
 
