@@ -155,14 +155,19 @@ def run_demo(cfg: DemoConfig, printer=print) -> dict[str, Any]:
 
     if cfg.interventions:
         sg = cal or {}
+        # SGRS samples from the top-K, so its control is top-K sampling with the same K and seed (SGRS with
+        # alpha = 0 reproduces it token for token), not greedy decoding
         inter = {
+            "sample": DecodingConfig(max_new_tokens=cfg.max_new_tokens, strategy="sample",
+                                     top_k=SGRSConfig().k),
             "sgrs": DecodingConfig(max_new_tokens=cfg.max_new_tokens, strategy="sgrs",
                                    sgrs=SGRSConfig(alpha=sg.get("alpha", 0.6), window=sg.get("window", 5),
                                                    layers=sg.get("layers"))),
             "locore": DecodingConfig(max_new_tokens=cfg.max_new_tokens,
                                      locore=LocoREConfig(beta=cfg.locore_beta)),
         }
-        needs = {"sgrs": "saliency_lab.decoding.sgrs", "locore": "saliency_lab.decoding.locore"}
+        needs = {"sample": "saliency_lab.decoding.loop", "sgrs": "saliency_lab.decoding.sgrs",
+                 "locore": "saliency_lab.decoding.locore"}
         for name, dec in inter.items():
             if not _available(needs[name]):
                 log.skip(f"{name} capture", f"{needs[name]} is not in this installation")
@@ -197,7 +202,7 @@ def _clear_runs(runs: Path) -> None:
     """The demo's runs are rebuilt on every call (a capture refuses to overwrite a run without --resume)."""
     import shutil
 
-    for name in ("greedy", "pope", "sgrs", "locore"):
+    for name in ("greedy", "pope", "sample", "sgrs", "locore"):
         d = runs / name
         if d.is_dir() and (d / "run.json").exists():
             shutil.rmtree(d)

@@ -76,10 +76,16 @@ class RowStats:
         return torch.where(den > 0, self.out_sum / den.clamp_min(1e-300), torch.zeros_like(den))
 
     def score(self) -> float | None:
-        """S(c): mean of out_mean over the target layers; None at step 0 (no prior outputs)."""
+        """S(c): mean of out_mean over the target layers whose row is not all zero; None at step 0 (no prior
+        outputs) and when every row is zero. A zero row means the candidate's loss gradient vanished (p == 1 in
+        the compute dtype), so it carries no saliency: undefined, not low, exactly as the SQL macros treat it
+        (a zero norm gives NULL). Scoring it 0 would make SGRS reject every certain token, EOS included."""
         if self.step < 1:
             return None
-        return float(self.out_mean().mean())
+        defined = self.row_l2 > 0
+        if not bool(defined.any()):
+            return None
+        return float(self.out_mean()[defined].mean())
 
     def prev_norm(self) -> float | None:
         """Mean over target layers of prev / row_l2 (the paper's 'saliency to the previous token')."""

@@ -11,7 +11,8 @@ Conventions (they change numbers, and docs/interventions.md repeats them):
 - tau at step s = alpha * mean of the scores of the tokens *accepted by the threshold* at steps s-W .. s-1
   (fallback tokens and steps without a defined score are left out); tau = 0 when that set is empty.
 - A candidate is accepted when its score >= tau. A candidate whose score is undefined (step 0: there are no prior
-  output tokens to be salient to) is accepted as drawn.
+  output tokens to be salient to; or p == 1, where the loss gradient and so every saliency row is zero) is
+  accepted as drawn.
 - When all R draws are rejected, the evaluated candidate with the highest score is emitted (fallback); ties go to the
   earlier draw.
 """

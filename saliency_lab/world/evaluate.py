@@ -114,8 +114,13 @@ def evaluate_checkpoint(model_dir: str, world: WorldConfig | None = None, seed: 
     qs = build_questions(scenes[:k], names, world, seed)
     answers = generate(model, processor, [images[int(q["image"])] for q in qs], [q["text"] for q in qs],
                        max_new_tokens=4, batch_size=64)
-    metrics["pope"] = pope_metrics_by_split(
-        (q["split"], parse_answer(a), q["label"]) for q, a in zip(qs, answers, strict=True))
+    parsed = [(q["split"], parse_answer(a), q["label"]) for q, a in zip(qs, answers, strict=True)]
+    metrics["pope"] = pope_metrics_by_split(parsed)
+    # the trap scenes separately: there the popular / adversarial negatives are mostly the absent partner
+    kinds = [scenes[int(q["image"])].kind for q in qs]
+    metrics["pope_by_kind"] = {
+        kind: pope_metrics_by_split(row for row, k in zip(parsed, kinds, strict=True) if k == kind)
+        for kind in sorted(set(kinds))}
     metrics["examples"] = [{"kind": s.kind, "truth": _ref(s), "caption": c}
                            for s, c in list(zip(scenes, captions, strict=True))[:12]]
     return metrics

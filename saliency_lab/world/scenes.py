@@ -15,8 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-# Canonical caption order. An anchor is listed immediately before its partner so that, in a caption, the
-# partner is always the word right after the anchor's phrase: the prior acts exactly where it is strongest.
+# Category order (ids in the COCO files, synonym table order). Captions follow the grid instead.
 CATEGORIES: tuple[str, ...] = (
     "star", "moon",
     "heart", "arrow",
@@ -40,6 +39,13 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 
 DEGRADATIONS = ("tiny", "faint", "blur", "cut")
 
+# Objects sit in the cells of a GRID x GRID layout (one per cell, jittered) and captions list them in
+# reading order. A partner is laid out in the next occupied cell after its anchor, so in a caption it is
+# always the phrase right after the anchor's: the prior acts exactly where it is strongest. Reading order
+# also lets the model describe a scene one cell at a time (STACK-NOTES: a free layout with a category-
+# ordered caption stalled on a long plateau where shapes were not learned).
+GRID = 2
+
 
 @dataclass(frozen=True)
 class WorldConfig:
@@ -49,13 +55,15 @@ class WorldConfig:
     min_objects: int = 1
     max_objects: int = 4
     pair_prob: float = 0.97  # P(partner | anchor) in training scenes
-    degrade_prob_partner: float = 0.5  # partners are often barely visible ...
-    degrade_prob_other: float = 0.2  # ... other objects sometimes
-    size_range: tuple[int, int] = (13, 20)  # object diameter in px (at image_size)
+    stray_partner_prob: float = 0.1  # a partner without its anchor, so partners are seen on their own too
+    degrade_prob_partner: float = 0.4  # partners are often barely visible ...
+    degrade_prob_other: float = 0.15  # ... other objects sometimes
+    size_range: tuple[int, int] = (15, 22)  # object diameter in px (at image_size); a cell is 32 px
+    jitter: float = 4.0  # px of random offset of an object's centre from its cell's centre
     tiny_range: tuple[int, int] = (6, 8)
     faint_alpha: tuple[float, float] = (0.22, 0.38)
     blur_radius: tuple[float, float] = (1.6, 2.6)
-    noise_std: float = 14.0  # background noise, so faint objects are hard to tell from texture
+    noise_std: float = 12.0  # background noise, so faint objects are hard to tell from texture
     background: tuple[int, int, int] = (45, 45, 50)
 
 
@@ -70,6 +78,7 @@ class SceneObject:
     degradation: str | None = None  # one of DEGRADATIONS or None
     alpha: float = 1.0
     blur: float = 0.0
+    cell: int = 0  # grid cell in reading order (0 = top left); captions follow it
 
 
 @dataclass
@@ -91,26 +100,46 @@ def scene_rng(seed: int, index: int, stream: int = 0) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), int(stream), int(index)]))
 
 
-def _sample_categories(world: WorldConfig, rng: np.random.Generator, n: int) -> list[str]:
+def _sample_units(world: WorldConfig, rng: np.random.Generator, n: int) -> list[list[str]]:
+    """n distinct categories grouped in caption units: [anchor, partner] pairs stay together."""
     chosen: list[str] = []
+    units: list[list[str]] = []
     while len(chosen) < n:
         cat = CATEGORIES[int(rng.integers(len(CATEGORIES)))]
-        if cat in chosen:
-            continue
+        if cat in chosen or cat in ANCHOR_OF_PARTNER:
+            continue  # partners only enter through their anchor (or as a rare stray, below)
         partner = PARTNER_OF_ANCHOR.get(cat)
-        if partner is not None and partner not in chosen:
+        if partner is not None:
             if n - len(chosen) < 2:
                 continue  # no room for the pair: pick something else, so an anchor alone stays rare
-            chosen += [cat, partner] if rng.random() < world.pair_prob else [cat]
+            unit = [cat, partner] if rng.random() < world.pair_prob else [cat]
         else:
-            chosen.append(cat)
-    return chosen
+            unit = [cat]
+        chosen += unit
+        units.append(unit)
+    # a partner now and then appears without its anchor, so that partners are categories in their own right
+    if n >= 2 and rng.random() < world.stray_partner_prob:
+        free = [p for p in ANCHOR_OF_PARTNER if p not in chosen and ANCHOR_OF_PARTNER[p] not in chosen]
+        singles = [k for k, u in enumerate(units) if len(u) == 1 and u[0] not in PAIRS]
+        if free and singles:
+            units[singles[int(rng.integers(len(singles)))]] = [free[int(rng.integers(len(free)))]]
+    return units
 
 
-def _place(world: WorldConfig, rng: np.random.Generator, cats: list[str], degrade: dict[str, bool]):
-    s = world.image_size
+def _cells(world: WorldConfig, rng: np.random.Generator, units: list[list[str]]) -> list[tuple[str, int]]:
+    """(category, cell) in caption order: units shuffled, then laid out over a random sorted choice of
+    cells, so an anchor's partner always sits in the next occupied cell in reading order."""
+    order = rng.permutation(len(units))
+    cats = [c for k in order for c in units[int(k)]]
+    cells = sorted(int(c) for c in rng.choice(GRID * GRID, size=len(cats), replace=False))
+    return list(zip(cats, cells, strict=True))
+
+
+def _place(world: WorldConfig, rng: np.random.Generator, placed: list[tuple[str, int]],
+           degrade: dict[str, bool]) -> list[SceneObject]:
+    cell_px = world.image_size / GRID
     objs: list[SceneObject] = []
-    for cat in cats:
+    for cat, cell in placed:
         colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
         deg = None
         if degrade.get(cat):
@@ -119,42 +148,30 @@ def _place(world: WorldConfig, rng: np.random.Generator, cats: list[str], degrad
         size = float(rng.uniform(lo, hi))
         alpha = float(rng.uniform(*world.faint_alpha)) if deg == "faint" else 1.0
         blur = float(rng.uniform(*world.blur_radius)) if deg == "blur" else 0.0
-        for _attempt in range(60):
-            if deg == "cut":
-                # centre on or just inside the border: roughly a third to a half is outside the frame
-                side = int(rng.integers(4))
-                along = float(rng.uniform(size / 2, s - size / 2))
-                off = float(rng.uniform(0.0, size * 0.2))
-                cx, cy = [(off, along), (s - off, along), (along, off), (along, s - off)][side]
+        row, col = divmod(cell, GRID)
+        cx = (col + 0.5) * cell_px + float(rng.uniform(-world.jitter, world.jitter))
+        cy = (row + 0.5) * cell_px + float(rng.uniform(-world.jitter, world.jitter))
+        if deg == "cut":
+            # pushed onto one of the cell's outer image borders: a third to a half is outside the frame
+            off = float(rng.uniform(0.0, size * 0.2))
+            if rng.random() < 0.5:
+                cx = off if col == 0 else world.image_size - off
             else:
-                cx = float(rng.uniform(size / 2 + 1, s - size / 2 - 1))
-                cy = float(rng.uniform(size / 2 + 1, s - size / 2 - 1))
-            if all((cx - o.cx) ** 2 + (cy - o.cy) ** 2 > ((size + o.size) / 2 + 1) ** 2 for o in objs):
-                break
-        else:
-            # crowded: fall back to the least-overlapping spot among a few random ones
-            best = None
-            for _ in range(20):
-                cx = float(rng.uniform(size / 2, s - size / 2))
-                cy = float(rng.uniform(size / 2, s - size / 2))
-                d = min(((cx - o.cx) ** 2 + (cy - o.cy) ** 2) ** 0.5 for o in objs)
-                if best is None or d > best[0]:
-                    best = (d, cx, cy)
-            cx, cy = best[1], best[2]
+                cy = off if row == 0 else world.image_size - off
         rot = float(rng.uniform(-20, 20))
-        objs.append(SceneObject(cat, colour, cx, cy, size, rot, deg, alpha, blur))
+        objs.append(SceneObject(cat, colour, cx, cy, size, rot, deg, alpha, blur, cell))
     return objs
 
 
 def sample_scene(world: WorldConfig, rng: np.random.Generator) -> Scene:
     """A training-distribution scene."""
     n = int(rng.integers(world.min_objects, world.max_objects + 1))
-    cats = _sample_categories(world, rng, n)
+    placed = _cells(world, rng, _sample_units(world, rng, n))
     degrade = {
         c: rng.random() < (world.degrade_prob_partner if c in ANCHOR_OF_PARTNER else world.degrade_prob_other)
-        for c in cats
+        for c, _ in placed
     }
-    objs = _place(world, rng, cats, degrade)
+    objs = _place(world, rng, placed, degrade)
     return Scene(objs, noise_seed=int(rng.integers(2**31)), kind="train")
 
 
@@ -165,21 +182,22 @@ def sample_partner_absent_scene(world: WorldConfig, rng: np.random.Generator) ->
     others = [c for c in CATEGORIES if c not in (anchor, partner) and c not in PAIRS]
     k = int(rng.integers(0, 3))
     extra = list(rng.choice(others, size=k, replace=False)) if k else []
-    cats = [anchor] + [str(c) for c in extra]
-    cats.sort(key=CATEGORIES.index)
-    degrade = {c: (c != anchor and rng.random() < world.degrade_prob_other) for c in cats}
-    objs = _place(world, rng, cats, degrade)
+    placed = _cells(world, rng, [[anchor]] + [[str(c)] for c in extra])
+    degrade = {c: (c != anchor and rng.random() < world.degrade_prob_other) for c, _ in placed}
+    objs = _place(world, rng, placed, degrade)
     return Scene(objs, noise_seed=int(rng.integers(2**31)), kind="partner_absent",
                  meta={"anchor": anchor, "absent_partner": partner})
 
 
 def eval_scenes(world: WorldConfig, seed: int, n: int, partner_absent_share: float = 0.6) -> list[Scene]:
-    """Held-out evaluation scenes (a separate stream from training): a share with the partner absent."""
+    """Held-out evaluation scenes (a separate stream from training): round(n * share) with the partner
+    absent, spread evenly through the list so that any prefix (e.g. the images POPE questions cover)
+    keeps about the same mix."""
     n_absent = int(round(n * partner_absent_share))
     scenes = []
     for i in range(n):
         rng = scene_rng(seed, i, stream=1)
-        if i < n_absent:
+        if (i + 1) * n_absent // n > i * n_absent // n:
             scenes.append(sample_partner_absent_scene(world, rng))
         else:
             sc = sample_scene(world, rng)
@@ -189,5 +207,5 @@ def eval_scenes(world: WorldConfig, seed: int, n: int, partner_absent_share: flo
 
 
 def ordered(scene: Scene) -> list[SceneObject]:
-    """Objects in canonical caption order."""
-    return sorted(scene.objects, key=lambda o: CATEGORIES.index(o.category))
+    """Objects in caption order: reading order of their grid cells."""
+    return sorted(scene.objects, key=lambda o: o.cell)

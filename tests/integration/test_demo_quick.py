@@ -23,6 +23,15 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert all(m["n"] == 8 for m in pope.values())  # 4 images x (1 yes + 1 no) per split
     assert (out / "runs" / "greedy" / "run.json").is_file()
     assert (out / "runs" / "greedy" / "labels" / "chair.parquet").is_file()
+    # SGRS and its control (top-K sampling, same K and seed) both ran and were labelled
+    assert {"sample", "sgrs", "locore"} <= set(summary["runs"])
+    assert summary["runs"]["sample"]["decoding"]["top_k"] == summary["runs"]["sgrs"]["decoding"]["sgrs"]["k"]
+    import pyarrow.dataset as ds
+
+    dec = ds.dataset(out / "runs" / "sgrs" / "decisions", format="parquet").to_table().to_pylist()
+    assert dec
+    # an undefined score (step 0, or a certain token whose saliency rows are all zero) is never a rejection
+    assert not [d for d in dec if d["score"] is None and not d["accepted"]]
     if "report" in summary["files"]:
         html = (out / "report.html").read_text()
         assert "<html" in html.lower() and "greedy" in html

@@ -141,3 +141,20 @@ def test_decision_log_columns_agree_with_decisions():
         assert sum(not dc["accepted"][i] for i in rows) == tc["n_rejected"][step]
         assert any(dc["accepted"][i] for i in rows) == tc["accepted"][step]
     assert log.history[1] == (0.3, False)
+
+
+def test_row_stats_score_leaves_out_zero_rows_and_is_undefined_when_all_are_zero():
+    from saliency_lab.decoding.loop import RowStats
+
+    d = torch.float64
+    # step 2: out_mean per layer = out_sum / (row_l2 * 2) -> 0.25 and (zero row) undefined
+    part = RowStats(layers=[2, 3], out_sum=torch.tensor([1.0, 0.0], dtype=d), prev=torch.zeros(2, dtype=d),
+                    row_l2=torch.tensor([2.0, 0.0], dtype=d), step=2)
+    assert part.score() == pytest.approx(0.25)  # the mean over the defined layer only, as SQL avg() does
+    # p == 1: the loss gradient is exactly zero, every row is zero -> undefined, so SGRS accepts it as drawn
+    certain = RowStats(layers=[2, 3], out_sum=torch.zeros(2, dtype=d), prev=torch.zeros(2, dtype=d),
+                       row_l2=torch.zeros(2, dtype=d), step=5)
+    assert certain.score() is None
+    full = RowStats(layers=[0, 1], out_sum=torch.tensor([1.0, 3.0], dtype=d), prev=torch.zeros(2, dtype=d),
+                    row_l2=torch.tensor([1.0, 2.0], dtype=d), step=1)
+    assert full.score() == pytest.approx((1.0 + 1.5) / 2)

@@ -11,7 +11,9 @@ import pytest
 from saliency_lab.world.captions import caption
 from saliency_lab.world.render import object_mask, render
 from saliency_lab.world.scenes import (
+    ANCHOR_OF_PARTNER,
     CATEGORIES,
+    GRID,
     PAIRS,
     SceneObject,
     WorldConfig,
@@ -65,6 +67,37 @@ def test_partner_follows_anchor_in_caption_order():
                 assert cats.index(p) == cats.index(a) + 1
 
 
+def test_one_object_per_cell_and_caption_in_reading_order():
+    cell_px = WORLD.image_size / GRID
+
+    def cell_of(o) -> int:  # recomputed from the pixels, not taken from the generator
+        row, col = (min(GRID - 1, int(v // cell_px)) for v in (o.cy, o.cx))
+        return row * GRID + col
+
+    for i in range(300):
+        scene = sample_scene(WORLD, scene_rng(8, i))
+        cells = [cell_of(o) for o in scene.objects]
+        assert len(set(cells)) == len(cells)
+        assert cells == [o.cell for o in scene.objects]
+        said = [c for _, c in _caption_objects(caption(scene))]
+        assert said == [o.category for o in sorted(scene.objects, key=cell_of)]
+
+
+def test_partners_sometimes_alone_and_anchors_usually_first():
+    alone, anchor_first, pairs = 0, 0, 0
+    for i in range(2000):
+        scene = sample_scene(WORLD, scene_rng(9, i))
+        cats = scene.categories()
+        for p, a in ANCHOR_OF_PARTNER.items():
+            if p in cats and a not in cats:
+                alone += 1
+            if p in cats and a in cats:
+                pairs += 1
+                anchor_first += cats.index(a) < cats.index(p)
+    assert pairs > 300 and anchor_first == pairs
+    assert 20 < alone < pairs / 3
+
+
 def test_pair_probability_as_designed():
     anchor_n, both_n, other = Counter(), Counter(), Counter()
     n = 4000
@@ -92,6 +125,8 @@ def test_eval_scenes_have_anchor_without_partner():
             cats = s.categories()
             assert s.meta["anchor"] in cats and s.meta["absent_partner"] not in cats
             assert PAIRS[s.meta["anchor"]] == s.meta["absent_partner"]
+    # spread evenly: a prefix (the images POPE covers) keeps the mix
+    assert [s.kind for s in scenes[:10]].count("partner_absent") == 6
     train = {sample_scene(WORLD, scene_rng(11, i)).to_json()["noise_seed"] for i in range(50)}
     assert not train & {s.noise_seed for s in scenes}
 
