@@ -79,7 +79,7 @@ def resolve_model(cfg: DemoConfig, log: _Log) -> Path:
             log(f"training the scene-world model from scratch ({cfg.retrain_steps} steps) into {dest} ...")
             train(TrainConfig(steps=cfg.retrain_steps), str(dest), log=log)
         else:
-            log(f"retraining the scene-world model with the shipped recipe into {dest} (long) ...")
+            log(f"retraining the scene-world model with the shipped recipe into {dest} (about 35 minutes on 2 cores) ...")
             train_recipe(str(dest), log=log)
         return dest
     path = Path(cfg.model) if cfg.model else DEFAULT_MODEL
