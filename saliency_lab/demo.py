@@ -230,6 +230,7 @@ def _analyze(run_dir: Path, out: Path, summary: dict, log: _Log) -> dict | None:
     summary["saliency"] = {k: st.get(k) for k in ("n_correct", "n_halluc", "mean_correct", "mean_halluc",
                                                   "auroc", "auroc_ci", "cohen_d", "welch_p", "mannwhitney_p")}
     summary["saliency"]["score"] = score
+    summary["saliency_by_kind"] = _partner_split(run_dir, score)
     summary["files"]["analysis"] = str(out / "analysis")
     try:
         cal = calibrate([str(run_dir)], "chair", CalibrationConfig())
@@ -241,6 +242,26 @@ def _analyze(run_dir: Path, out: Path, summary: dict, log: _Log) -> dict | None:
                               "within_budget": cal.within_budget}
     summary["files"]["calibration"] = str(out / "calibration" / "calibration.json")
     return cal.recommended
+
+
+def _partner_split(run_dir: Path, score: str) -> dict:
+    """Mean score of correct / hallucinated mentions of partner categories (the ones the world's prior pulls
+    in) and of all other categories, from the `object_means` query; means weighted by mention counts."""
+    from saliency_lab.store.catalog import open_catalog
+    from saliency_lab.world.scenes import ANCHOR_OF_PARTNER
+
+    with open_catalog([str(run_dir)]) as cat:
+        rows = cat.query("object_means", {}).to_dicts()
+    col = f"{score}_mean" if rows and f"{score}_mean" in rows[0] else "out_mean_mean"
+    split: dict = {}
+    for kind in ("partner", "other"):
+        for label, name in ((1, "halluc"), (0, "correct")):
+            sel = [r for r in rows if r["label"] == label and (r["object"] in ANCHOR_OF_PARTNER) == (kind == "partner")
+                   and r[col] is not None]
+            n = sum(r["n"] for r in sel)
+            split[f"{kind}_{name}_n"] = n
+            split[f"{kind}_{name}_mean"] = sum(r[col] * r["n"] for r in sel) / n if n else None
+    return split
 
 
 def _finish(summary: dict, log: _Log, out: Path, t0: float) -> dict:
@@ -272,6 +293,13 @@ def format_findings(summary: dict) -> list[str]:
         lines.append(f"saliency ({s['score']}, upper-half layers): hallucinated object tokens mean "
                      f"{_f(s['mean_halluc'])} (n={s['n_halluc']}) vs correct {_f(s['mean_correct'])} "
                      f"(n={s['n_correct']}); AUROC(low score flags hallucination) {_f(s['auroc'])}")
+    k = summary.get("saliency_by_kind")
+    if k:
+        lines.append(f"  by kind: partner words (the prior's pull) hallucinated {_f(k['partner_halluc_mean'])} "
+                     f"(n={k['partner_halluc_n']}) vs correct {_f(k['partner_correct_mean'])} "
+                     f"(n={k['partner_correct_n']}); other objects hallucinated {_f(k['other_halluc_mean'])} "
+                     f"(n={k['other_halluc_n']}) vs correct {_f(k['other_correct_mean'])} "
+                     f"(n={k['other_correct_n']})")
     cal = summary.get("calibration")
     if cal:
         rec = cal["recommended"]

@@ -23,6 +23,12 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert all(m["n"] == 8 for m in pope.values())  # 4 images x (1 yes + 1 no) per split
     assert (out / "runs" / "greedy" / "run.json").is_file()
     assert (out / "runs" / "greedy" / "labels" / "chair.parquet").is_file()
+    if summary.get("saliency"):
+        # the partner / other split covers exactly the object tokens the analysis compared
+        k, sal = summary["saliency_by_kind"], summary["saliency"]
+        assert k["partner_halluc_n"] + k["other_halluc_n"] == sal["n_halluc"]
+        assert k["partner_correct_n"] + k["other_correct_n"] == sal["n_correct"]
+        assert "by kind: partner words" in printed
     # SGRS and its control (top-K sampling, same K and seed) both ran and were labelled
     assert {"sample", "sgrs", "locore"} <= set(summary["runs"])
     assert summary["runs"]["sample"]["decoding"]["top_k"] == summary["runs"]["sgrs"]["decoding"]["sgrs"]["k"]

@@ -146,3 +146,22 @@ def test_label_means_and_failure_cases(run):
     assert r["n_samples"] == 30 and r["n_error"] == 1 and r["n_tokens"] == len(t["step"])
     assert r["n_labeled"] == len(lab["label"]) and r["n_halluc"] == sum(lab["label"])
     assert json.loads(r["metrics"])["n_captions"] == 29
+
+
+def test_object_means_first_subtoken_per_object_and_label(run):
+    with open_catalog([run]) as cat:
+        df = cat.query("object_means", {})
+    sc = token_scores(run, 4)
+    lab = pq.read_table(run / "labels" / "chair.parquet").to_pydict()
+    groups: dict[tuple[str, int], list[float]] = {}
+    for s, st, lb, obj, sub in zip(lab["sample_id"], lab["step"], lab["label"], lab["object"], lab["subtoken"],
+                                   strict=True):
+        if sub or lb is None:
+            continue
+        groups.setdefault((obj, lb), []).append(sc[(s, st)]["out_mean"])
+    assert df.height == len(groups) and any(sub for sub in lab["subtoken"])  # subtokens exist and are left out
+    for row in df.iter_rows(named=True):
+        vals = groups[(row["object"], row["label"])]
+        assert row["n"] == len(vals)
+        defined = [v for v in vals if v is not None]
+        assert row["out_mean_mean"] == pytest.approx(np.mean(defined)) if defined else row["out_mean_mean"] is None
