@@ -132,3 +132,17 @@ def test_cell_loss_reaches_the_vision_tower_only_when_enabled(tmp_path):
     assert any(not torch.equal(a[k], b[k]) for k in a if "vision_tower" in k)
     logged = (tmp_path / "on" / "train_log.jsonl").read_text()
     assert '"cell_loss"' in logged
+
+
+def test_evaluation_splits_pope_by_scene_kind():
+    from saliency_lab.world.evaluate import evaluate_checkpoint
+
+    m = evaluate_checkpoint(str(MODEL), n=10, pope_images=5)
+    assert m["chair"]["n_captions"] == 10
+    assert m["chair_partner_absent"]["n_captions"] + m["chair_normal"]["n_captions"] == 10
+    by_kind = m["pope_by_kind"]
+    assert set(by_kind) == {"normal", "partner_absent"}  # the first 5 scenes already mix both kinds
+    for split, total in m["pope"].items():
+        parts = [by_kind[k][split] for k in by_kind]
+        assert sum(p["n"] for p in parts) == total["n"]
+        assert sum(p["tp"] + p["tn"] for p in parts) / total["n"] == pytest.approx(total["accuracy"])
