@@ -37,6 +37,13 @@ def _layers(text: str) -> list[int]:
     return layers  # ranges are checked by DecodingConfig.validate, the one place for them
 
 
+def _steps(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated output steps, e.g. 3,4,5") from None
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "capture",
@@ -78,6 +85,17 @@ def register(subparsers: Any) -> None:
     d.add_argument("--sgrs-max-resample", type=int, default=None, help="SGRS draws R (default 3)")
     d.add_argument("--sgrs-layers", type=_layers, default=None, metavar="L1,L2,..",
                    help="SGRS target layers (default: upper half)")
+
+    dc = p.add_argument_group("saliency decay (paper App. B.1; greedy or sample decoding)")
+    dc.add_argument("--decay-rate", type=float, default=None, metavar="R",
+                    help="multiply attention toward decayed output tokens by R (turns the intervention on)")
+    dc.add_argument("--decay-steps", type=_steps, default=None, metavar="S1,S2,..",
+                    help="decay the tokens of these output steps")
+    dc.add_argument("--decay-threshold", type=float, default=None, metavar="T",
+                    help="decay every token whose normalized prev saliency exceeds T (the paper's rule)")
+    dc.add_argument("--decay-layers", type=_layers, default=None, metavar="L1,L2,..",
+                    help="layers the threshold rule averages over (default: upper half)")
+    dc.add_argument("--decay-mode", choices=["post_softmax", "renormalize"], default=None)
 
     s = p.add_argument_group("saliency")
     s.add_argument("--heads", choices=["sum_abs", "abs_sum"], default="sum_abs",
@@ -160,10 +178,42 @@ def config_from_args(args: argparse.Namespace) -> CaptureConfig:
     )
 
 
+def decay_from_args(args: argparse.Namespace, strategy: str):
+    """The SaliencyDecayConfig the --decay-* flags ask for, or None when --decay-rate is not given."""
+    flags = ("decay_steps", "decay_threshold", "decay_layers", "decay_mode")
+    if args.decay_rate is None:
+        given = [f"--{f.replace('_', '-')}" for f in flags if getattr(args, f, None) is not None]
+        if given:
+            raise SaliencyLabError(f"{given[0]} needs --decay-rate R to turn the saliency decay on")
+        return None
+    from saliency_lab.decoding.decay import SaliencyDecayConfig
+
+    if strategy == "sgrs":
+        raise SaliencyLabError("--decay-rate: saliency decay runs with --strategy greedy or sample, not sgrs")
+    if args.decay_steps is None and args.decay_threshold is None:
+        raise SaliencyLabError("--decay-rate: say which tokens to decay with --decay-steps S1,S2 or "
+                               "--decay-threshold T")
+    decay = SaliencyDecayConfig(rate=args.decay_rate, steps=list(args.decay_steps or []),
+                                threshold=args.decay_threshold, layers=args.decay_layers,
+                                mode=args.decay_mode or "post_softmax")
+    try:
+        decay.validate()
+    except ValueError as exc:
+        raise SaliencyLabError(f"--decay-*: {exc}") from None
+    return decay
+
+
 def run_capture(args: argparse.Namespace) -> int:
     from saliency_lab.run import capture
 
-    result = capture(config_from_args(args))
+    cfg = config_from_args(args)
+    decay = decay_from_args(args, cfg.decoding.strategy)
+    if decay is not None:
+        from saliency_lab.decoding.decay_capture import capture_decay
+
+        result = capture_decay(cfg, decay)
+    else:
+        result = capture(cfg)
     print(f"run written to {result.run_dir}")
     print(result.summary())
     if result.error:

@@ -73,3 +73,31 @@ def test_capture_decay_run_records_the_intervention(tmp_path, tiny_llama):  # no
     for sid, steps in doc["decayed_steps"].items():
         n = sum(1 for t in tokens if t["sample_id"] == sid)
         assert steps == list(range(1, n))
+
+
+def test_capture_cli_decay_flags_equal_the_python_api(tmp_path, tiny_llama, capsys):  # noqa: F811
+    from saliency_lab.cli import main
+
+    m = write_text_manifest(tmp_path / "m.jsonl", 2)
+    argv = ["capture", "--model", str(tiny_llama), "--data", str(m), "--out", str(tmp_path / "cli"),
+            "--max-new-tokens", "6", "--quiet"]
+    assert main(argv + ["--decay-rate", "0.2", "--decay-threshold", "-1"]) == 0
+    cfg = CaptureConfig(model=ModelConfig(str(tiny_llama)), data=str(m), out=str(tmp_path / "api"), quiet=True)
+    cfg.decoding.max_new_tokens = 6
+    api = capture_decay(cfg, SaliencyDecayConfig(rate=0.2, threshold=-1.0))
+    cli_run = tmp_path / "cli" / api.run_id  # same default run id: same config and decay settings
+    assert (cli_run / "intervention.json").read_text() == (api.run_dir / "intervention.json").read_text()
+    for table in ("tokens", "saliency"):
+        a = pq.read_table(cli_run / table).drop_columns(["run_id"]).to_pylist()
+        b = pq.read_table(api.run_dir / table).drop_columns(["run_id"]).to_pylist()
+        assert a == b
+    capsys.readouterr()
+    # bad combinations: one line naming the flag, nothing written
+    for extra, word in ((["--decay-steps", "1,2"], "--decay-steps needs --decay-rate"),
+                        (["--decay-rate", "0.5"], "--decay-steps S1,S2 or --decay-threshold T"),
+                        (["--decay-rate", "0.5", "--decay-steps", "1", "--strategy", "sgrs"], "not sgrs"),
+                        (["--decay-rate", "-1", "--decay-steps", "1"], "--decay-*")):
+        assert main(argv[:-3] + ["--out", str(tmp_path / "bad"), "--quiet"] + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert word in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "bad").exists()
