@@ -18,7 +18,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", help="model folder (default: the shipped datasets/shapes/model)")
     p.add_argument("--retrain", action="store_true", help="train the scene-world model from scratch first")
     p.add_argument("--retrain-steps", type=int, default=None, help="steps for --retrain (default: as shipped)")
-    p.add_argument("--no-interventions", action="store_true", help="skip the SGRS / LocoRE captures")
+    p.add_argument("--no-interventions", action="store_true", help="skip the sampling / SGRS / LocoRE captures")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
     p.add_argument("--seed", type=int, default=7, help="seed of the evaluation scenes")
     p.set_defaults(func=run)
