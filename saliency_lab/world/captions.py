@@ -1,5 +1,5 @@
-"""Captions and prompts of the scene world. A caption lists every object, in canonical category order
-(anchor right before its partner), each as "a <colour> <category>"."""
+"""Captions and prompts of the scene world. A caption lists every object in the reading order of its grid
+cell (a partner right after its anchor), each as "a <colour> <category>"."""
 
 from __future__ import annotations
 
@@ -28,3 +28,14 @@ def question(category: str) -> str:
 
 def answer(present: bool) -> str:
     return "yes ." if present else "no ."
+
+
+def find_example(scene: Scene, category: str, present: bool) -> tuple[str, str]:
+    """(prompt, answer) of a training example that bridges to POPE: naming the colour of the asked category
+    can only be learned by finding that shape in the image, which trains the category-to-image matching a
+    yes/no answer needs, with a denser signal (a yes/no token alone left the answers independent of the image
+    for thousands of steps)."""
+    if not present:
+        return f"Describe the {category}.", "no ."
+    colour = next(o.colour for o in scene.objects if o.category == category)
+    return f"Describe the {category}.", f"{_article(colour)} {colour} {category} ."

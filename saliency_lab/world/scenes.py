@@ -126,7 +126,7 @@ def _sample_units(world: WorldConfig, rng: np.random.Generator, n: int) -> list[
     return units
 
 
-def _cells(world: WorldConfig, rng: np.random.Generator, units: list[list[str]]) -> list[tuple[str, int]]:
+def _cells(rng: np.random.Generator, units: list[list[str]]) -> list[tuple[str, int]]:
     """(category, cell) in caption order: units shuffled, then laid out over a random sorted choice of
     cells, so an anchor's partner always sits in the next occupied cell in reading order."""
     order = rng.permutation(len(units))
@@ -166,7 +166,7 @@ def _place(world: WorldConfig, rng: np.random.Generator, placed: list[tuple[str,
 def sample_scene(world: WorldConfig, rng: np.random.Generator) -> Scene:
     """A training-distribution scene."""
     n = int(rng.integers(world.min_objects, world.max_objects + 1))
-    placed = _cells(world, rng, _sample_units(world, rng, n))
+    placed = _cells(rng, _sample_units(world, rng, n))
     degrade = {
         c: rng.random() < (world.degrade_prob_partner if c in ANCHOR_OF_PARTNER else world.degrade_prob_other)
         for c, _ in placed
@@ -182,7 +182,7 @@ def sample_partner_absent_scene(world: WorldConfig, rng: np.random.Generator) ->
     others = [c for c in CATEGORIES if c not in (anchor, partner) and c not in PAIRS]
     k = int(rng.integers(0, 3))
     extra = list(rng.choice(others, size=k, replace=False)) if k else []
-    placed = _cells(world, rng, [[anchor]] + [[str(c)] for c in extra])
+    placed = _cells(rng, [[anchor]] + [[str(c)] for c in extra])
     degrade = {c: (c != anchor and rng.random() < world.degrade_prob_other) for c, _ in placed}
     objs = _place(world, rng, placed, degrade)
     return Scene(objs, noise_seed=int(rng.integers(2**31)), kind="partner_absent",

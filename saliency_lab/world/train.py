@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from saliency_lab.world.captions import CAPTION_PROMPT, answer, caption, question
+from saliency_lab.world.captions import CAPTION_PROMPT, answer, caption, find_example, question
 from saliency_lab.world.cellhead import CellHead, VisionTap, cell_targets
 from saliency_lab.world.model import ModelSpec, build_model, build_processor, pixel_values
 from saliency_lab.world.render import render
@@ -104,17 +104,6 @@ def make_batch(cfg: TrainConfig, step: int, enc: ExampleEncoder, processor):
         labels[i, : len(y)] = torch.tensor(y)
         mask[i, : len(x)] = 1
     return ids, mask, labels, pixel_values(images, processor), cell_targets(scenes)
-
-
-def find_example(scene, category: str, present: bool) -> tuple[str, str]:
-    """A bridge to POPE: naming the colour of the asked category can only be learned by finding that shape
-    in the image, which trains the category-to-image matching a yes/no answer needs, with a denser signal
-    (a yes/no token alone left the answers independent of the image for thousands of steps)."""
-    if not present:
-        return f"Describe the {category}.", "no ."
-    colour = next(o.colour for o in scene.objects if o.category == category)
-    art = "an" if colour[0] in "aeiou" else "a"
-    return f"Describe the {category}.", f"{art} {colour} {category} ."
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:

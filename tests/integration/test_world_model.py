@@ -29,10 +29,14 @@ def test_shipped_checkpoint_is_small_and_complete():
     assert total < 20 * 2**20
 
 
-def test_shipped_checkpoint_describes_scenes_with_the_standard_flow():
-    torch.manual_seed(0)
-    processor = AutoProcessor.from_pretrained(MODEL)
-    model = LlavaForConditionalGeneration.from_pretrained(MODEL).eval()
+@pytest.fixture(scope="module")
+def shipped():
+    """(model, processor) of the shipped checkpoint, loaded once with the standard classes."""
+    return LlavaForConditionalGeneration.from_pretrained(MODEL).eval(), AutoProcessor.from_pretrained(MODEL)
+
+
+def test_shipped_checkpoint_describes_scenes_with_the_standard_flow(shipped):
+    model, processor = shipped
     world = WorldConfig()
     extractor = ChairExtractor(world_synonyms())
     scenes = eval_scenes(world, seed=99, n=24, partner_absent_share=0.0)
@@ -62,15 +66,13 @@ def test_shipped_checkpoint_describes_scenes_with_the_standard_flow():
     assert col_ok / col_n > 0.9
 
 
-def test_shipped_checkpoint_has_the_designed_prior():
+def test_shipped_checkpoint_has_the_designed_prior(shipped):
     """On scenes whose anchor is drawn without its usual partner, the model names that absent partner far more
     often than any other absent category: the co-occurrence prior the world was built to teach."""
     from saliency_lab.labels.chair import score_caption
     from saliency_lab.world.evaluate import prior_statistics
 
-    torch.manual_seed(0)
-    processor = AutoProcessor.from_pretrained(MODEL)
-    model = LlavaForConditionalGeneration.from_pretrained(MODEL).eval()
+    model, processor = shipped
     world = WorldConfig()
     scenes = eval_scenes(world, seed=123, n=60, partner_absent_share=1.0)
     captions = generate(model, processor, [render(s, world)[0] for s in scenes], [CAPTION_PROMPT] * len(scenes))
@@ -134,10 +136,10 @@ def test_cell_loss_reaches_the_vision_tower_only_when_enabled(tmp_path):
     assert '"cell_loss"' in logged
 
 
-def test_evaluation_splits_pope_by_scene_kind():
+def test_evaluation_splits_pope_by_scene_kind(shipped):
     from saliency_lab.world.evaluate import evaluate_checkpoint
 
-    m = evaluate_checkpoint(str(MODEL), n=10, pope_images=5)
+    m = evaluate_checkpoint(str(MODEL), n=10, pope_images=5, model_and_processor=shipped)
     assert m["chair"]["n_captions"] == 10
     assert m["chair_partner_absent"]["n_captions"] + m["chair_normal"]["n_captions"] == 10
     by_kind = m["pope_by_kind"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from saliency_lab.world.captions import CAPTION_PROMPT, caption, question
+from saliency_lab.world.captions import CAPTION_PROMPT, caption, find_example, question
 from saliency_lab.world.model import ModelSpec, build_processor, pixel_values
 from saliency_lab.world.render import render
 from saliency_lab.world.scenes import CATEGORIES, WorldConfig, sample_scene, scene_rng
@@ -16,6 +16,10 @@ def test_every_caption_and_question_word_is_in_vocabulary():
     unk = tok.unk_token_id
     texts = [caption(sample_scene(WorldConfig(), scene_rng(0, i))) for i in range(200)]
     texts += [question(c) for c in CATEGORIES] + [CAPTION_PROMPT, "yes .", "no ."]
+    for i in range(50):  # the "Describe the X." bridge examples, both answers
+        scene = sample_scene(WorldConfig(), scene_rng(0, i))
+        texts += list(find_example(scene, scene.objects[0].category, True))
+        texts += list(find_example(scene, "bar" if "bar" not in scene.categories() else "ring", False))
     for t in texts:
         ids = tok(t, add_special_tokens=False).input_ids
         assert unk not in ids, t
@@ -34,3 +38,14 @@ def test_chat_template_and_image_expansion():
     n_img = int((enc.input_ids == proc.tokenizer.convert_tokens_to_ids("<image>")).sum())
     assert n_img == (spec.image_size // spec.patch_size) ** 2
     assert torch.equal(enc.pixel_values, pixel_values([img], proc))
+
+
+def test_find_example_names_the_colour_of_the_asked_shape():
+    for i in range(50):
+        scene = sample_scene(WorldConfig(), scene_rng(1, i))
+        for o in scene.objects:
+            prompt, ans = find_example(scene, o.category, True)
+            assert prompt == f"Describe the {o.category}." and ans.split()[1:] == [o.colour, o.category, "."]
+            assert ans.split()[0] == ("an" if o.colour == "orange" else "a")
+        absent = next(c for c in CATEGORIES if c not in scene.categories())
+        assert find_example(scene, absent, False) == (f"Describe the {absent}.", "no .")
