@@ -22,7 +22,7 @@ from saliency_lab.labels.groundtruth import resolve_ground_truth
 from saliency_lab.labels.human import read_human_labels
 from saliency_lab.labels.join import LabelRows, SpanLabel, join_spans, write_labelset
 from saliency_lab.labels.pope import first_word_span, parse_answer, pope_metrics_by_split
-from saliency_lab.labels.runread import RunData, read_run
+from saliency_lab.labels.runread import RunTokens, read_run
 from saliency_lab.labels.synonyms import load_synonyms
 
 
@@ -34,7 +34,7 @@ class LabelResult:
     info: dict
 
 
-def _finish(run: RunData, name: str, rows: LabelRows, source: str, metrics: dict, config: dict) -> LabelResult:
+def _finish(run: RunTokens, name: str, rows: LabelRows, source: str, metrics: dict, config: dict) -> LabelResult:
     info = {"labelset": name, "source": source, "run_id": run.run_id, "metrics": metrics, "config": config}
     pq_path, js_path = write_labelset(run.path, name, rows, info)
     return LabelResult(pq_path, js_path, len(rows), info)

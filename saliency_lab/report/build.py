@@ -7,7 +7,6 @@ nothing from the network (a Content-Security-Policy in the page forbids it). Num
 
 from __future__ import annotations
 
-import glob
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -20,7 +19,7 @@ from saliency_lab import __version__
 from saliency_lab.errors import SaliencyLabError
 from saliency_lab.report import assets
 from saliency_lab.report.config import ReportConfig
-from saliency_lab.report.data import RunData, find_labelset, load_run
+from saliency_lab.report.data import RunData, find_labelset, load_runs
 from saliency_lab.report.page import Charts, Section
 from saliency_lab.report.scores import default_layers, labeled_scores, token_scores
 from saliency_lab.report.sections_extra import (
@@ -38,30 +37,6 @@ from saliency_lab.report.sections_stats import (
     layers_section,
     means_section,
 )
-
-
-def _expand(runs: Sequence[str | Path] | str | Path) -> list[Path]:
-    items = [runs] if isinstance(runs, str | Path) else list(runs)
-    out: list[Path] = []
-    for item in items:
-        text = str(item)
-        if any(c in text for c in "*?["):
-            matches = sorted(Path(m).parent for m in glob.glob(str(Path(text) / "run.json")))
-            if not matches:
-                raise SaliencyLabError(f"{text}: the pattern matches no run folder (none holds run.json)")
-            out.extend(matches)
-        else:
-            out.append(Path(text))
-    if not out:
-        raise SaliencyLabError("no runs given; pass one or more run folders (each holding run.json)")
-    seen: set[Path] = set()
-    unique = []
-    for p in out:
-        key = p.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(p)
-    return unique
 
 
 def _analyze(paths: list[Path], labelset: str, cfg: ReportConfig) -> Any:
@@ -96,11 +71,7 @@ def build_report(runs: Sequence[str | Path] | str | Path, out_html: str | Path,
     """Write one self-contained HTML report for `runs` to `out_html` and return its path."""
     cfg = (config or ReportConfig()).validate()
     t0 = time.perf_counter()
-    paths = _expand(runs)
-    data = [load_run(p) for p in paths]
-    ids = [r.run_id for r in data]
-    if len(set(ids)) != len(ids):
-        raise SaliencyLabError(f"two runs share a run_id ({', '.join(ids)}); report runs with distinct ids")
+    data = load_runs(runs)
     labelset = find_labelset(data, cfg.labels)
     with_set = [r for r in data if labelset and labelset in r.labelsets]
     # A label set can exist and still be empty (CHAIR found no object mentions): nothing to compare then.

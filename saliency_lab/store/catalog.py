@@ -17,7 +17,6 @@ import glob as globlib
 import json
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,121 +24,12 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from saliency_lab.errors import SaliencyLabError
-from saliency_lab.store.schema import PARTITIONED_TABLES, SCHEMAS, check_schema_version
+from saliency_lab.store.runs import Run, open_runs
+from saliency_lab.store.schema import PARTITIONED_TABLES, SCHEMAS
 from saliency_lab.store.sqlfiles import catalog_sql_path, load_query, set_params
-
-_GLOB_CHARS = set("*?[")
-
-
-@dataclass
-class RunRef:
-    """One opened run: where it lives and what its run.json says."""
-
-    location: str  # local folder or URI, as given (globs expanded)
-    info: dict[str, Any]
-    fs: pafs.FileSystem | None = None  # None = local path read natively
-    base: str = ""  # path inside `fs`
-
-    @property
-    def run_id(self) -> str:
-        return str(self.info.get("run_id") or Path(self.location.rstrip("/")).name)
-
-    @property
-    def n_layers(self) -> int | None:
-        n = (self.info.get("model") or {}).get("n_layers")
-        return int(n) if n is not None else None
-
-    def files(self, table: str) -> list[str]:
-        """Committed part files of `table` (paths for local runs, URIs' inner paths for remote ones)."""
-        if self.fs is None:
-            pattern = os.path.join(globlib.escape(self.location), table, "shard=*", "part-*.parquet")
-            return sorted(globlib.glob(pattern))
-        sel = pafs.FileSelector(f"{self.base}/{table}", allow_not_found=True, recursive=True)
-        return sorted(
-            i.path for i in self.fs.get_file_info(sel)
-            if i.type == pafs.FileType.File and i.base_name.startswith("part-") and i.path.endswith(".parquet")
-            and "/shard=" in i.path
-        )
-
-    def label_files(self) -> list[str]:
-        if self.fs is None:
-            return sorted(globlib.glob(os.path.join(globlib.escape(self.location), "labels", "*.parquet")))
-        sel = pafs.FileSelector(f"{self.base}/labels", allow_not_found=True)
-        return sorted(i.path for i in self.fs.get_file_info(sel)
-                      if i.type == pafs.FileType.File and i.path.endswith(".parquet")
-                      and not i.base_name.startswith("."))
-
-    def read_text(self, path: str) -> str:
-        if self.fs is None:
-            return Path(path).read_text(encoding="utf-8")
-        with self.fs.open_input_stream(path) as fh:
-            return fh.read().decode("utf-8")
-
-    def join(self, *parts: str) -> str:
-        return os.path.join(self.location, *parts) if self.fs is None else "/".join([self.base, *parts])
-
-
-def _is_uri(s: str) -> bool:
-    return "://" in s
-
-
-def _load_run(location: str) -> RunRef:
-    fs, base = None, ""
-    if _is_uri(location):
-        try:
-            fs, base = pafs.FileSystem.from_uri(location)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
-            raise SaliencyLabError(f"{location}: cannot open this URI with pyarrow ({exc}); "
-                                   "use a local path or a filesystem pyarrow supports") from None
-        base = base.rstrip("/")
-    ref = RunRef(location=location, info={}, fs=fs, base=base)
-    path = ref.join("run.json")
-    try:
-        text = ref.read_text(path)
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        raise SaliencyLabError(
-            f"{location}: not a run (no run.json); pass the run folder, the one holding run.json") from None
-    except OSError as exc:
-        raise SaliencyLabError(f"{path}: unreadable ({exc})") from None
-    try:
-        info = json.loads(text)
-    except ValueError as exc:
-        raise SaliencyLabError(f"{path}: not valid JSON ({exc}); restore it from the capture") from None
-    if not isinstance(info, dict):
-        raise SaliencyLabError(f"{path}: not a JSON object; restore it from the capture")
-    check_schema_version(info.get("schema_version"), path)
-    ref.info = info
-    return ref
-
-
-def resolve_runs(runs: Iterable[str | Path] | str | Path) -> list[RunRef]:
-    """Expand globs and open every run; clear errors for paths that are not runs or duplicate run ids."""
-    if isinstance(runs, (str, Path)):
-        runs = [runs]
-    locations: list[str] = []
-    for item in runs:
-        s = str(item)
-        if not _is_uri(s) and _GLOB_CHARS & set(s):
-            matches = [m for m in sorted(globlib.glob(s)) if os.path.isfile(os.path.join(m, "run.json"))]
-            if not matches:
-                raise SaliencyLabError(f"{s}: the pattern matches no run folder (none holds a run.json)")
-            locations += matches
-        else:
-            locations.append(s)
-    if not locations:
-        raise SaliencyLabError("no runs given; pass one or more run folders (the ones holding run.json)")
-    refs = [_load_run(loc) for loc in locations]
-    seen: dict[str, str] = {}
-    for r in refs:
-        if r.run_id in seen:
-            raise SaliencyLabError(f"{r.location}: run_id {r.run_id!r} is also the id of {seen[r.run_id]}; "
-                                   "open runs with distinct run ids")
-        seen[r.run_id] = r.location
-    return refs
 
 
 def _no_half(t: pa.DataType) -> pa.DataType:
@@ -172,7 +62,7 @@ def _flatten(prefix: str, obj: Any, out: list[tuple[str, Any]]) -> None:
         out.append((prefix, obj))
 
 
-def _runs_table(refs: Sequence[RunRef]) -> pa.Table:
+def _runs_table(refs: Sequence[Run]) -> pa.Table:
     def g(d: Any, *keys: str) -> Any:
         for k in keys:
             d = d.get(k) if isinstance(d, dict) else None
@@ -196,7 +86,7 @@ def _runs_table(refs: Sequence[RunRef]) -> pa.Table:
     return pa.table({k: pa.array(v, type=types.get(k, pa.string())) for k, v in rows.items()})
 
 
-def _labels_tables(refs: Sequence[RunRef]) -> tuple[pa.Table, pa.Table]:
+def _labels_tables(refs: Sequence[Run]) -> tuple[pa.Table, pa.Table]:
     """All labelsets of all runs (with a labelset column) and their metrics in long form."""
     pieces = []
     metrics: dict[str, list] = {k: [] for k in ("run_id", "labelset", "source", "metric", "value", "value_text")}
@@ -238,7 +128,7 @@ class Catalog:
     """A DuckDB connection with the views and macros over a set of runs."""
 
     def __init__(self, runs: Iterable[str | Path] | str | Path, threads: int | None = None):
-        self.runs = resolve_runs(runs)
+        self.runs = open_runs(runs)
         self.con = duckdb.connect(":memory:")
         self.con.execute("SET enable_progress_bar = false")
         if threads:
@@ -327,7 +217,7 @@ def open_catalog(runs: Iterable[str | Path] | str | Path, threads: int | None = 
 def scan_tables(runs: Iterable[str | Path] | str | Path) -> dict[str, pl.LazyFrame]:
     """Polars LazyFrames over the same files as the DuckDB views: the partitioned tables, `labels`
     (with a labelset column) and `runs`. Absent tables are empty frames of the right schema."""
-    refs = resolve_runs(runs)
+    refs = open_runs(runs)
     out: dict[str, pl.LazyFrame] = {}
     for table in PARTITIONED_TABLES:
         frames = []
