@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from saliency_lab.store.catalog import open_catalog
-from saliency_lab.store.synthetic import SyntheticSpec, make_run
+from saliency_lab.testing.synthetic import SyntheticSpec, make_run
 
 
 def folder_bytes(path: Path) -> int:

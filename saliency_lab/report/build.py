@@ -22,13 +22,7 @@ from saliency_lab.report.config import ReportConfig
 from saliency_lab.report.data import RunData, find_labelset, load_runs
 from saliency_lab.report.page import Charts, Section
 from saliency_lab.report.scores import default_layers, labeled_scores, token_scores
-from saliency_lab.report.sections_extra import (
-    Calibration,
-    calibration_from_result,
-    calibration_section,
-    compare_section,
-    load_calibration,
-)
+from saliency_lab.report.sections_extra import calibration_section, compare_section
 from saliency_lab.report.sections_run import failure_cases, maps_section, summary_section
 from saliency_lab.report.sections_stats import (
     NEEDS_LABELS,
@@ -37,6 +31,7 @@ from saliency_lab.report.sections_stats import (
     layers_section,
     means_section,
 )
+from saliency_lab.store.calibration import Calibration
 
 
 def _analyze(paths: list[Path], labelset: str, cfg: ReportConfig) -> Any:
@@ -50,7 +45,7 @@ def _analyze(paths: list[Path], labelset: str, cfg: ReportConfig) -> Any:
 def _calibration(paths: list[Path], labelset: str | None, cfg: ReportConfig, missing: str
                  ) -> tuple[Calibration | None, str | None]:
     if cfg.calibration is not None:
-        return load_calibration(cfg.calibration), None
+        return Calibration.read(cfg.calibration), None
     if not labelset:
         return None, missing
     if not cfg.compute_calibration:
@@ -63,7 +58,7 @@ def _calibration(paths: list[Path], labelset: str | None, cfg: ReportConfig, mis
         res = calibrate([str(paths[0])], labelset, CalibrationConfig(score=cfg.score))
     except SaliencyLabError as exc:  # e.g. labels of one kind only: say so in the page, keep the rest
         return None, f"SGRS calibration could not run: {exc}"
-    return calibration_from_result(res, f"computed by the report on {paths[0]} (labels {labelset})"), None
+    return res.to_calibration(f"computed by the report on {paths[0]} (labels {labelset})"), None
 
 
 def build_report(runs: Sequence[str | Path] | str | Path, out_html: str | Path,

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 
 from saliency_lab.store.schema import table_from_columns
-from saliency_lab.store.synthetic import SyntheticSpec, make_run
+from saliency_lab.testing.synthetic import SyntheticSpec, make_run
 from saliency_lab.store.writer import part_name, write_part_atomic
 
 

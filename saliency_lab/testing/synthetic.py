@@ -256,11 +256,11 @@ def _write_labels(run_dir: Path, spec: SyntheticSpec, labels, samples) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m saliency_lab.store.synthetic ROOT [--run-id ID ...]`: write a synthetic run for trying the
+    """`python -m saliency_lab.testing.synthetic ROOT [--run-id ID ...]`: write a synthetic run for trying the
     query and analysis commands without a model."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m saliency_lab.store.synthetic", description=main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m saliency_lab.testing.synthetic", description=main.__doc__)
     ap.add_argument("root", help="folder that receives <root>/<run-id>")
     ap.add_argument("--run-id", default="synth")
     ap.add_argument("--samples", type=int, default=200)
