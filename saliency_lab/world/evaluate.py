@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import Counter
+from typing import Any
 
 import torch
 from PIL import Image
 
+from saliency_lab.errors import SaliencyLabError
 from saliency_lab.labels.chair import ChairExtractor, chair_metrics, score_caption
 from saliency_lab.labels.pope import parse_answer, pope_metrics_by_split
 from saliency_lab.labels.synonyms import SynonymTable, parse_synonyms
@@ -26,11 +29,14 @@ def world_synonyms() -> SynonymTable:
     return parse_synonyms(synonyms_text(), "builtin:shapes-world")
 
 
-def load_checkpoint(model_dir: str):
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
+def load_checkpoint(model_dir: str, flag: str = "--model") -> tuple[Any, Any]:
+    """The model and processor saved in the local folder `model_dir` (never downloads)."""
+    from transformers import AutoProcessor
 
-    processor = AutoProcessor.from_pretrained(model_dir)
-    model = LlavaForConditionalGeneration.from_pretrained(model_dir)
+    from saliency_lab.world.model import load_world_model
+
+    model = load_world_model(model_dir, flag)
+    processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True)
     model.eval()
     return model, processor
 
@@ -141,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="write the metrics JSON here")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
-    m = evaluate_checkpoint(args.model, seed=args.seed, n=args.n)
+    try:
+        m = evaluate_checkpoint(args.model, seed=args.seed, n=args.n)
+    except SaliencyLabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     text = json.dumps(m, indent=1)
     if args.out:
         with open(args.out, "w") as fh:

@@ -4,6 +4,7 @@ LlavaProcessor (CLIPImageProcessorPil + the word-level tokenizer + chat template
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from saliency_lab.errors import SaliencyLabError
 from saliency_lab.world.tokenizer import CHAT_TEMPLATE, IMAGE
 
 
@@ -37,6 +39,20 @@ class ModelSpec:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+def local_checkpoint(path: str, flag: str) -> str:
+    """`path` when it is a local checkpoint folder (one holding config.json), else a one-line error: the
+    scene-world tools load local files only and never contact a model hub."""
+    if not (Path(path) / "config.json").is_file():
+        raise SaliencyLabError(f"{flag} {path}: not a local checkpoint folder (no config.json there); pass the "
+                               "folder a world training run wrote, e.g. datasets/shapes/model")
+    return str(path)
+
+
+def load_world_model(path: str, flag: str) -> LlavaForConditionalGeneration:
+    """The world LLaVA saved at the local folder `path` (`flag` names the option in errors)."""
+    return LlavaForConditionalGeneration.from_pretrained(local_checkpoint(path, flag), local_files_only=True)
 
 
 def build_processor(tokenizer: PreTrainedTokenizerFast, spec: ModelSpec) -> LlavaProcessor:

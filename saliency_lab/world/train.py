@@ -13,14 +13,23 @@ import argparse
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 
 import torch
 
+from saliency_lab.errors import SaliencyLabError
 from saliency_lab.world.captions import CAPTION_PROMPT, answer, caption, find_example, question
 from saliency_lab.world.cellhead import CellHead, VisionTap, cell_targets
-from saliency_lab.world.model import ModelSpec, build_model, build_processor, pixel_values
+from saliency_lab.world.model import (
+    ModelSpec,
+    build_model,
+    build_processor,
+    load_world_model,
+    local_checkpoint,
+    pixel_values,
+)
 from saliency_lab.world.render import render
 from saliency_lab.world.scenes import CATEGORIES, WorldConfig, sample_scene, scene_rng
 from saliency_lab.world.tokenizer import build_tokenizer, synonyms_text
@@ -129,9 +138,7 @@ def train(cfg: TrainConfig, out: str, log=print) -> dict:
     processor = build_processor(tok, cfg.model)
     model = build_model(tok, cfg.model, cfg.seed)
     if cfg.init:
-        from transformers import LlavaForConditionalGeneration
-
-        start = LlavaForConditionalGeneration.from_pretrained(cfg.init)
+        start = load_world_model(cfg.init, "--init")
         model.load_state_dict(start.state_dict(), strict=True)
         del start
     model.train()
@@ -239,6 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--step-offset", type=int, default=0, help="data stream position of step 0")
     ap.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
     args = ap.parse_args(argv)
+    if args.init is not None:
+        try:  # before any training: a wrong path is a one-line error, never a hub lookup
+            local_checkpoint(args.init, "--init")
+        except SaliencyLabError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if args.single:
         cfg = TrainConfig(seed=args.seed, steps=args.steps, batch_size=args.batch_size, threads=args.threads,
                           lr=args.lr, warmup=args.warmup, stop_after=args.stop_after, init=args.init,
