@@ -13,10 +13,11 @@ import altair as alt
 import jinja2
 
 from saliency_lab.errors import SaliencyLabError
+from saliency_lab.resources import shipped_dir
 
-#: The templates folder shipped in the repository (``reports/``), found relative to the package.
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "reports"
 DEFAULT_TEMPLATE = "report.html.j2"
+#: The templates folder (the repository's ``reports/``, shipped inside the package by a wheel).
+TEMPLATES_DIR = shipped_dir("reports", DEFAULT_TEMPLATE)
 STYLESHEET = "report.css"
 
 

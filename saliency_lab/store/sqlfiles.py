@@ -22,6 +22,7 @@ from typing import Any
 import duckdb
 
 from saliency_lab.errors import SaliencyLabError
+from saliency_lab.resources import shipped_dir
 
 _PARAM_RE = re.compile(
     r"^--\s*param\s+(?P<name>\w+)\s+(?P<type>VARCHAR|INTEGER\[\]|INTEGER|DOUBLE|BOOLEAN)\s*=\s*"
@@ -31,15 +32,15 @@ _NAME_RE = re.compile(r"^[A-Za-z][\w-]*$")
 
 
 def queries_dir() -> Path:
-    """queries/ at the repository root (editable install), else one shipped inside the package."""
-    pkg = Path(__file__).resolve().parents[1]
-    for cand in (pkg.parent / "queries", pkg / "queries"):
-        if (cand / "_catalog.sql").is_file():
-            return cand
-    raise SaliencyLabError(f"cannot find the queries/ folder next to {pkg}; reinstall saliency-lab")
+    """The named queries: shipped inside the package by a wheel, else queries/ at the repository root."""
+    folder = shipped_dir("queries", "_catalog.sql")
+    if not (folder / "_catalog.sql").is_file():
+        raise SaliencyLabError(f"cannot find the queries/ folder ({folder}); reinstall saliency-lab")
+    return folder
 
 
 def catalog_sql_path() -> Path:
+    """The catalog's macros (queries/_catalog.sql)."""
     return queries_dir() / "_catalog.sql"
 
 
