@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
 
-GRID_SCHEMA = {
+GRID_SCHEMA: dict[str, Any] = {
     "alpha": pl.Float64, "window": pl.Int64, "layer_set": pl.String, "layers": pl.List(pl.Int64),
     "n_halluc": pl.Int64, "n_correct": pl.Int64, "n_tokens": pl.Int64, "n_scored": pl.Int64,
     "recall": pl.Float64, "false_rejection_rate": pl.Float64, "expected_resamples": pl.Float64,
@@ -108,6 +109,7 @@ def replay(data: ReplayData, alpha: float, window: int, max_resample: int = 3,
         out["all_below_rate"] = math.nan
         return out
     ct, cp, csc = data.cand_tok, data.cand_pos, data.cand_score
+    assert cp is not None and csc is not None  # set together with cand_tok
     ctau = tau[ct]
     passes = ~np.isnan(csc) & (np.where(np.isnan(csc), 0.0, csc) >= ctau)
     n = len(tau)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any
 
 import altair as alt
 import jinja2
@@ -34,8 +35,10 @@ def vega_bundle() -> str:
     import vl_convert as vlc
 
     wanted = _vegalite_minor()
-    available = getattr(vlc, "get_vegalite_versions", lambda: [])()
-    bundle = vlc.javascript_bundle(vl_version=wanted) if wanted in available else vlc.javascript_bundle()
+    available: list[str] = getattr(vlc, "get_vegalite_versions", lambda: [])()
+    # vl_convert's stub marks `snippet` required, but the function has a default (the global-exports snippet).
+    js_bundle: Any = vlc.javascript_bundle
+    bundle = js_bundle(vl_version=wanted) if wanted in available else js_bundle()
     # A literal "</script" inside the JavaScript would end the element early; "<\/" is the same string in JS.
     return bundle.replace("</script", "<\\/script").replace("</SCRIPT", "<\\/SCRIPT")
 

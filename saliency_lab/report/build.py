@@ -77,7 +77,7 @@ def build_report(runs: Sequence[str | Path] | str | Path, out_html: str | Path,
         missing = (f"The label set {labelset!r} has no labeled tokens in "
                    f"{', '.join(r.run_id for r in with_set)} (e.g. CHAIR found no object mentions in the "
                    "captions), so there is nothing to compare; label other samples or use human labels.")
-    result = _analyze(labeled, labelset, cfg) if labeled else None
+    result = _analyze(labeled, labelset, cfg) if labeled and labelset else None
     cal, cal_missing = _calibration(labeled, labelset if labeled else None, cfg, missing)
 
     layers_by_run = {r.run_id: _score_layers(r, cfg, result) for r in data}
@@ -88,7 +88,7 @@ def build_report(runs: Sequence[str | Path] | str | Path, out_html: str | Path,
     with_rows = [r for r in data if r.has_rows()]
     scores = token_scores(with_rows, labelset, cfg.layers, cfg.score) if with_rows and not cfg.samples else {}
 
-    dist = labeled_scores([str(p) for p in labeled], labelset, cfg.layers, cfg.score) if result else None
+    dist = labeled_scores([str(p) for p in labeled], labelset, cfg.layers, cfg.score) if result and labelset else None
     charts = Charts()
     sections: list[Section] = [summary_section(data, labelset, result.summary if result else None)]
     sections += [means_section(result, cfg.score, charts, missing),

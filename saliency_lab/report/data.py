@@ -89,14 +89,14 @@ class RunData:
         cols = ["sample_id", "step", "layer", "row_l2"]
         return pl.scan_parquet(parts).filter(pl.col("sample_id") == sample_id).select(cols).collect()
 
-    def label_table(self, labelset: str) -> pl.DataFrame | None:
+    def label_table(self, labelset: str | None) -> pl.DataFrame | None:
         """The rows of one label set, or None when the run does not have it."""
-        path = self.labelsets.get(labelset)
+        path = self.labelsets.get(labelset) if labelset else None
         return pl.read_parquet(path) if path else None
 
-    def n_labeled(self, labelset: str) -> int:
+    def n_labeled(self, labelset: str | None) -> int:
         """Number of labeled tokens in one label set (0 when absent)."""
-        path = self.labelsets.get(labelset)
+        path = self.labelsets.get(labelset) if labelset else None
         return pq.ParquetFile(path).metadata.num_rows if path else 0
 
     def label_metrics(self, labelset: str) -> dict[str, Any]:

@@ -38,7 +38,7 @@ def calibration_section(cal: Calibration | None, why_missing: str | None, charts
                                       "--sgrs-window W --sgrs-layers L`."))
     front = cal.frontier
     if front.height:
-        cols = [c for c in ("alpha", "window", "layer_set", "recall", "false_rejection_rate", "expected_resamples",
+        cols: list[str] = [c for c in ("alpha", "window", "layer_set", "recall", "false_rejection_rate", "expected_resamples",
                             "all_below_rate") if c in front.columns]
         t = tb.Table(key="calibration-frontier", title="Frontier settings", columns=cols)
         sort_col = "false_rejection_rate" if "false_rejection_rate" in cols else cols[0]

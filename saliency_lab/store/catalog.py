@@ -18,7 +18,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import duckdb
 import polars as pl
@@ -214,6 +214,11 @@ def open_catalog(runs: Iterable[str | Path] | str | Path, threads: int | None = 
     return Catalog(runs, threads=threads)
 
 
+def _frame(table: pa.Table) -> pl.DataFrame:
+    # pl.from_arrow is typed DataFrame | Series; a Table always gives a DataFrame
+    return cast(pl.DataFrame, pl.from_arrow(table))
+
+
 def scan_tables(runs: Iterable[str | Path] | str | Path) -> dict[str, pl.LazyFrame]:
     """Polars LazyFrames over the same files as the DuckDB views: the partitioned tables, `labels`
     (with a labelset column) and `runs`. Absent tables are empty frames of the right schema."""
@@ -230,11 +235,11 @@ def scan_tables(runs: Iterable[str | Path] | str | Path) -> dict[str, pl.LazyFra
                     pads.dataset(files, filesystem=r.fs, format="parquet", schema=SCHEMAS[table])))
             else:
                 frames.append(pl.scan_parquet(files, hive_partitioning=False,
-                                              schema=pl.from_arrow(SCHEMAS[table].empty_table()).schema))
+                                              schema=_frame(SCHEMAS[table].empty_table()).schema))
         out[table] = (pl.concat(frames, how="vertical") if frames
-                      else pl.from_arrow(SCHEMAS[table].empty_table()).lazy())
+                      else _frame(SCHEMAS[table].empty_table()).lazy())
     labels, metrics = _labels_tables(refs)
-    out["labels"] = pl.from_arrow(labels).lazy()
-    out["label_metrics"] = pl.from_arrow(metrics).lazy()
-    out["runs"] = pl.from_arrow(_runs_table(refs)).lazy()
+    out["labels"] = _frame(labels).lazy()
+    out["label_metrics"] = _frame(metrics).lazy()
+    out["runs"] = _frame(_runs_table(refs)).lazy()
     return out

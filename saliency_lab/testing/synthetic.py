@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -60,9 +61,14 @@ def make_run(root: str | Path, run_id: str = "synth", spec: SyntheticSpec | None
     return run_dir
 
 
-def _captions(rng: np.random.Generator, spec: SyntheticSpec, run_id: str):
-    samples = []
-    per_sample = []
+Piece = tuple[str, int, int, str]  # (text, mention or -1, subtoken, word)
+
+
+def _captions(
+    rng: np.random.Generator, spec: SyntheticSpec, run_id: str
+) -> tuple[list[dict[str, Any]], list[list[Piece]]]:
+    samples: list[dict[str, Any]] = []
+    per_sample: list[list[Piece]] = []
     for i in range(spec.n_samples):
         sid = f"s{i:06d}"
         if i < spec.n_error:
@@ -70,7 +76,7 @@ def _captions(rng: np.random.Generator, spec: SyntheticSpec, run_id: str):
             per_sample.append([])
             continue
         n_target = int(rng.integers(spec.min_steps, spec.max_steps + 1))
-        pieces: list[tuple[str, int, int, str]] = []  # (text, mention or -1, subtoken, word)
+        pieces: list[Piece] = []
         n_mentions = 0
         while len(pieces) < n_target - 1:
             w = int(rng.integers(len(_WORDS)))
@@ -86,17 +92,23 @@ def _captions(rng: np.random.Generator, spec: SyntheticSpec, run_id: str):
     return samples, per_sample
 
 
-def _tables(rng, spec: SyntheticSpec, run_id: str, samples, per_sample):
-    tok = {k: [] for k in ("sample_id", "step", "token_text", "char_start", "char_end", "mention", "sub", "word")}
+def _tables(
+    rng: np.random.Generator,
+    spec: SyntheticSpec,
+    run_id: str,
+    samples: list[dict[str, Any]],
+    per_sample: list[list[Piece]],
+) -> dict[str, dict[str, Any]]:
+    tok: dict[str, list[Any]] = {k: [] for k in ("sample_id", "step", "token_text", "char_start", "char_end", "mention", "sub", "word")}
     for s, pieces in zip(samples, per_sample, strict=True):
         pos = 0
-        for step, (text, mention, sub, word) in enumerate(pieces):
+        for k, (text, mention_k, sub, word) in enumerate(pieces):
             tok["sample_id"].append(s["sample_id"])
-            tok["step"].append(step)
+            tok["step"].append(k)
             tok["token_text"].append(text)
             tok["char_start"].append(pos)
             tok["char_end"].append(pos + len(text))
-            tok["mention"].append(mention)
+            tok["mention"].append(mention_k)
             tok["sub"].append(sub)
             tok["word"].append(word)
             pos += len(text)

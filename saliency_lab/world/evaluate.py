@@ -62,7 +62,7 @@ def prior_statistics(scenes: list[Scene], results) -> dict:
     """How often an absent partner is named next to its anchor, against any other absent category."""
     n_pa = hits = 0
     other_named = other_slots = 0
-    partner_mentions = Counter()
+    partner_mentions: Counter[str] = Counter()
     hal_total = hal_partner = 0
     for scene, res in zip(scenes, results, strict=True):
         present = set(scene.categories())

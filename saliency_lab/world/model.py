@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -97,7 +98,7 @@ def build_model(tokenizer: PreTrainedTokenizerFast, spec: ModelSpec, seed: int) 
     config = LlavaConfig(
         vision_config=vision,
         text_config=text,
-        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE),
+        image_token_index=cast(int, tokenizer.convert_tokens_to_ids(IMAGE)),  # one token in, one id out
         vision_feature_layer=-1,  # a 3-layer tower: use its last layer, not the penultimate
         vision_feature_select_strategy="default",
         projector_hidden_act="gelu",
@@ -114,6 +115,6 @@ def pixel_values(images: list[Image.Image], processor: LlavaProcessor) -> torch.
     """Fast path for training: the images are already at the model's size, so the processor's resize and
     crop are identities and only rescale + normalize remain (a unit test checks equality with the processor)."""
     ip = processor.image_processor
-    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images]) / 255.0
+    arr: np.ndarray = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images]) / 255.0
     arr = (arr - np.asarray(ip.image_mean, dtype=np.float32)) / np.asarray(ip.image_std, dtype=np.float32)
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
