@@ -1,4 +1,4 @@
-"""Query benchmark (SPEC section 9: the binned-curve query over 10 million (token, layer) rows in <= 2 s on
+"""Query benchmark (docs/analysis.md, "Benchmark": the binned-curve query over 10 million (token, layer) rows in <= 2 s on
 2 cores).
 
 Generates a synthetic run with the real schema and the real writer's Parquet settings

@@ -47,6 +47,8 @@ def _layers_param(layers: list[int] | None) -> str:
 
 
 def target_layers(n_layers: int | None, layers: list[int] | None) -> list[int] | None:
+    """The layers a token score averages: `layers` when given (sorted), else the upper half of
+    `n_layers` (None when the layer count is unknown)."""
     if layers:
         return sorted(int(x) for x in layers)
     return list(range(n_layers // 2, n_layers)) if n_layers else None

@@ -1,4 +1,4 @@
-"""Offline SGRS calibration (SPEC section 7): replay recorded generations and ask, for each threshold
+"""Offline SGRS calibration (docs/analysis.md, "`saliency-lab calibrate`"): replay recorded generations and ask, for each threshold
 setting, which tokens SGRS would have rejected.
 
 Replay rule, at output step P of a sample (steps in decoding order):
@@ -50,6 +50,7 @@ class ReplayData:
 
     @classmethod
     def from_frames(cls, tokens: pl.DataFrame, candidates: pl.DataFrame | None = None) -> ReplayData:
+        """Replay arrays from the replay_tokens query (and replay_candidates, when recorded)."""
         tokens = tokens.sort(["run_id", "sample_id", "step"])
         key = tokens.select(pl.concat_str(["run_id", "sample_id"], separator="\x00")).to_series().to_numpy()
         _, group = np.unique(key, return_inverse=True)
@@ -131,6 +132,7 @@ def replay(data: ReplayData, alpha: float, window: int, max_resample: int = 3,
 
 def grid_rows(data: ReplayData, layer_set: str, layers: list[int], alphas: list[float],
               windows: list[int], max_resample: int) -> list[dict]:
+    """One metrics row per (alpha, window) for one layer set, the grid `calibrate` writes."""
     rows = []
     for w in windows:
         hist = history_mean(data.group, data.score, int(w))

@@ -58,6 +58,7 @@ class AnalysisResult:
     TABLES = ("label_means", "curve", "layer_profile", "failures")
 
     def to_json(self) -> dict[str, Any]:
+        """The summary, tests and configuration as a JSON object."""
         payload: dict[str, Any] = {
             "labels": self.labels,
             "config": self.config.to_json(),

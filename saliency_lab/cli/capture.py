@@ -45,6 +45,7 @@ def _steps(text: str) -> list[int]:
 
 
 def register(subparsers: Any) -> None:
+    """Add the `capture` subcommand and its flags."""
     p = subparsers.add_parser(
         "capture",
         help="generate over a manifest and record per-token, per-layer saliency into a Parquet dataset",
@@ -109,6 +110,7 @@ def register(subparsers: Any) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> CaptureConfig:
+    """The CaptureConfig the flags ask for: defaults, then a --calibration file, then explicit flags."""
     sgrs = SGRSConfig()
     if args.calibration is not None:
         for key, value in Calibration.read(args.calibration).sgrs_settings().items():
@@ -172,6 +174,7 @@ def decay_from_args(args: argparse.Namespace, strategy: str):
 
 
 def run_capture(args: argparse.Namespace) -> int:
+    """Run `saliency-lab capture`; print where the run was written and its summary."""
     from saliency_lab.run import capture
 
     cfg = config_from_args(args)

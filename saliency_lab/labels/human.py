@@ -42,6 +42,7 @@ def _int(v: object, what: str, where: str) -> int:
 
 
 def read_human_labels(path: str | Path, run: RunTokens) -> HumanLabels:
+    """Validate a human labels JSONL file against the run's samples and tokens."""
     p = Path(path)
     out = HumanLabels()
     span_where: dict[str, list[tuple[int, int, str]]] = {}

@@ -43,6 +43,7 @@ def _finish(run: RunTokens, name: str, rows: LabelRows, source: str, metrics: di
 def label_chair(run_dir: str | Path, *, ground_truth: str | None = None, instances: str | None = None,
                 coco_captions: str | None = None, synonyms: str | None = None,
                 name: str = "chair") -> LabelResult:
+    """Label object-mention tokens with CHAIR and write labels/<name>.parquet and .json."""
     run = read_run(run_dir)
     table = load_synonyms(synonyms)
     needed = {norm_image_id(s.image_id) for s in run.samples.values() if s.image_id is not None}
@@ -72,6 +73,7 @@ def label_chair(run_dir: str | Path, *, ground_truth: str | None = None, instanc
 
 
 def label_pope(run_dir: str | Path, *, parser: str = "reference", name: str = "pope") -> LabelResult:
+    """Label POPE answer tokens (1 = the parsed answer is wrong) and write labels/<name>.parquet and .json."""
     run = read_run(run_dir)
     parse_answer("", parser)  # validates the parser name before any work
     rows = LabelRows(run.run_id, "pope")
@@ -96,6 +98,7 @@ def label_pope(run_dir: str | Path, *, parser: str = "reference", name: str = "p
 
 
 def label_human(run_dir: str | Path, *, file: str, name: str = "human") -> LabelResult:
+    """Label tokens from a human labels file (spans or steps) and write labels/<name>.parquet and .json."""
     run = read_run(run_dir)
     human = read_human_labels(file, run)
     rows = LabelRows(run.run_id, "human")

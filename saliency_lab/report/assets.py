@@ -44,6 +44,7 @@ def vega_bundle() -> str:
 
 
 def template_environment(templates_dir: Path | None = None) -> jinja2.Environment:
+    """The Jinja2 environment over the templates folder (default: the shipped reports/)."""
     folder = Path(templates_dir) if templates_dir else TEMPLATES_DIR
     if not (folder / DEFAULT_TEMPLATE).is_file():
         raise SaliencyLabError(
@@ -61,6 +62,7 @@ def template_environment(templates_dir: Path | None = None) -> jinja2.Environmen
 
 
 def stylesheet(templates_dir: Path | None = None) -> str:
+    """The report stylesheet text (empty when the folder has none)."""
     folder = Path(templates_dir) if templates_dir else TEMPLATES_DIR
     path = folder / STYLESHEET
     return path.read_text(encoding="utf-8") if path.is_file() else ""

@@ -1,4 +1,4 @@
-"""`build_report`: one self-contained HTML file for one or more runs (SPEC section 5, `saliency-lab report`).
+"""`build_report`: one self-contained HTML file for one or more runs (docs/report.md, `saliency-lab report`).
 
 The page inlines the Vega/Vega-Lite/vega-embed bundle once and embeds each chart's Vega-Lite spec; it loads
 nothing from the network (a Content-Security-Policy in the page forbids it). Numbers come from

@@ -68,6 +68,7 @@ class RunData:
         return "output" if self.has_rows() else None
 
     def has_rows(self) -> bool:
+        """Whether the run stored saliency rows (checked once)."""
         if not self._rows_checked:
             self._has_rows = bool(self.parts("rows"))
             self._rows_checked = True

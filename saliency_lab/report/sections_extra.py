@@ -15,6 +15,7 @@ from saliency_lab.store.calibration import Calibration
 
 
 def calibration_section(cal: Calibration | None, why_missing: str | None, charts: Charts) -> Section:
+    """The SGRS calibration section: frontier chart, recommended setting, frontier table."""
     sec = Section("calibration", "SGRS calibration",
                   intro="Offline replay of SGRS: at each step tau = alpha × mean score of the last W accepted "
                         "tokens; a token would be rejected when its score < tau. Each point is one (alpha, W, "
@@ -51,6 +52,7 @@ def calibration_section(cal: Calibration | None, why_missing: str | None, charts
 
 def compare_section(runs: list[RunData], result: Any, labelset: str | None, score: str, charts: Charts
                     ) -> Section | None:
+    """The side-by-side section for two or more runs (None for a single run)."""
     if len(runs) < 2:
         return None
     sec = Section("compare", "Runs side by side",

@@ -22,6 +22,7 @@ _SKIP_METRIC_TYPES = (list, tuple)
 
 
 def run_counts(run: RunData) -> dict[str, Any]:
+    """Sample and token counts of one run, for the summary table."""
     s = run.samples
     ok = s.filter(pl.col("status") == "ok")
     n_out = ok["n_output"].drop_nulls()
@@ -38,6 +39,7 @@ def run_counts(run: RunData) -> dict[str, Any]:
 
 
 def summary_section(runs: list[RunData], labelset: str | None, analysis_summary: dict[str, Any] | None) -> Section:
+    """The run summary section: run.json facts, counts and label metrics per run."""
     sec = Section("summary", "Run summary",
                   intro="What each run is (from run.json), how many samples it holds, and its label metrics.")
     for run in runs:
@@ -84,6 +86,7 @@ def summary_section(runs: list[RunData], labelset: str | None, analysis_summary:
 def maps_section(runs: list[RunData], charts: Charts, layers_by_run: dict[str, list[int]],
                  halluc_by_run: dict[str, pl.DataFrame | None], scores_by_run: Mapping[str, pl.DataFrame | None],
                  chosen: list[str] | None, n_auto: int, max_steps: int) -> Section:
+    """The saliency-map section: chosen or automatically picked samples of each run with stored rows."""
     sec = Section("maps", "Saliency maps",
                   intro="Like the paper's Fig. 2/3: each row is a generated token, each column a prior output "
                         "token; colour is the row-normalized saliency S_raw/‖row‖₂ averaged over the score "

@@ -1,6 +1,6 @@
 """calibration.json: the SGRS calibration written by `saliency-lab calibrate`, read back by
 `capture --calibration`, the report and the Python API. This class is the only reader and writer of the
-file, so every consumer validates it the same way (docs/analysis.md, "SGRS calibration").
+file, so every consumer validates it the same way (docs/analysis.md, "`saliency-lab calibrate`").
 
     cal = Calibration.read("cal")          # the folder holding calibration.json, or the file
     cal.sgrs_settings()                    # {"alpha": 0.6, "window": 5, "layers": [2, 3]}: what capture applies

@@ -1,4 +1,4 @@
-"""Open saliency runs as DuckDB views and Polars LazyFrames (SPEC section 4, "Derived quantities").
+"""Open saliency runs as DuckDB views and Polars LazyFrames (docs/analysis.md, "SQL over runs").
 
     cat = open_catalog(["runs/baseline", "runs/sgrs-*"])
     cat.sql("SELECT * FROM token_scores(layers := [2, 3]) LIMIT 5").pl()
@@ -201,6 +201,7 @@ class Catalog:
             raise SaliencyLabError(f"query {name}: {str(exc).splitlines()[0]}") from None
 
     def close(self) -> None:
+        """Close the DuckDB connection."""
         self.con.close()
 
     def __enter__(self) -> Catalog:
@@ -211,6 +212,7 @@ class Catalog:
 
 
 def open_catalog(runs: Iterable[str | Path] | str | Path, threads: int | None = None) -> Catalog:
+    """Open runs (folders, URIs or globs) as a Catalog."""
     return Catalog(runs, threads=threads)
 
 

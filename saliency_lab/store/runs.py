@@ -7,7 +7,7 @@ once, and list the run's table part files and label files.
 
 Everything that reads a run (the catalog, labeling, the report, capture's resume check) goes through here,
 so a run that is not a run, a damaged run.json or a dataset from a newer toolkit gets the same one-line
-error everywhere. Layout of a run folder: docs/capture.md ("What a run folder holds").
+error everywhere. Layout of a run folder: docs/capture.md ("Layout on disk", "run.json").
 Local runs are plain paths; URIs (s3://, gs://, file://, ...) are opened with pyarrow's filesystems.
 """
 

@@ -46,6 +46,8 @@ def catalog_sql_path() -> Path:
 
 @dataclass
 class Param:
+    """One parameter of a named query, from its `-- param` header line."""
+
     name: str
     type: str
     default: str
@@ -53,6 +55,7 @@ class Param:
     doc: str = ""
 
     def convert(self, raw: str) -> Any:
+        """The typed value of a --param string (NULL or empty = not set); bad values are one-line errors."""
         raw = raw.strip()
         if raw.upper() == "NULL":
             return None
@@ -79,6 +82,8 @@ class Param:
 
 @dataclass
 class NamedQuery:
+    """A named query file: its header (purpose, parameters) and SQL."""
+
     name: str
     path: Path
     purpose: str
@@ -99,6 +104,7 @@ class NamedQuery:
         return out
 
     def usage(self) -> str:
+        """The query's help text: purpose and one line per parameter."""
         lines = [f"{self.name}: {self.purpose}"]
         for p in self.params.values():
             choices = f" {{{'|'.join(p.choices)}}}" if p.choices else ""
@@ -107,6 +113,7 @@ class NamedQuery:
 
 
 def parse_query(path: Path) -> NamedQuery:
+    """Read a query file and parse its header."""
     text = path.read_text(encoding="utf-8")
     purpose, params = "", {}
     for line in text.splitlines():
@@ -126,10 +133,12 @@ def parse_query(path: Path) -> NamedQuery:
 
 
 def list_queries() -> list[NamedQuery]:
+    """Every named query (files starting with _ are not queries)."""
     return [parse_query(p) for p in sorted(queries_dir().glob("*.sql")) if not p.name.startswith("_")]
 
 
 def load_query(name: str) -> NamedQuery:
+    """The named query `name`; an unknown name lists the available ones."""
     if not _NAME_RE.match(name):
         raise SaliencyLabError(f"query name {name!r}: use a name from queries/ (letters, digits, _ and -)")
     path = queries_dir() / f"{name}.sql"

@@ -32,6 +32,8 @@ _WORDS = [
 
 @dataclass
 class SyntheticSpec:
+    """Shape of a synthetic run: sizes, label rate and the saliency effect drawn in the upper layers."""
+
     n_samples: int = 24
     min_steps: int = 8
     max_steps: int = 24

@@ -26,6 +26,7 @@ from saliency_lab.world.tokenizer import synonyms_text
 
 
 def world_synonyms() -> SynonymTable:
+    """The CHAIR synonym table of the scene world."""
     return parse_synonyms(synonyms_text(), "builtin:shapes-world")
 
 
@@ -96,6 +97,8 @@ def prior_statistics(scenes: list[Scene], results) -> dict:
 def evaluate_checkpoint(model_dir: str, world: WorldConfig | None = None, seed: int = 1000, n: int = 300,
                         partner_absent_share: float = 0.6, pope_images: int = 100, model_and_processor=None,
                         ) -> dict:
+    """Held-out CHAIR, prior statistics and POPE of a local checkpoint folder (or of a loaded
+    `model_and_processor`)."""
     world = world or WorldConfig()
     model, processor = model_and_processor or load_checkpoint(model_dir)
     scenes = eval_scenes(world, seed, n, partner_absent_share)
@@ -140,6 +143,7 @@ def _ref(scene: Scene) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m saliency_lab.world.evaluate --model DIR`: print (or write) the metrics as JSON."""
     ap = argparse.ArgumentParser(description="Evaluate a scene-world checkpoint (CHAIR, prior statistics, POPE).")
     ap.add_argument("--model", required=True)
     ap.add_argument("--n", type=int, default=300)

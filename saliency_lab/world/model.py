@@ -26,6 +26,8 @@ from saliency_lab.world.tokenizer import CHAT_TEMPLATE, IMAGE
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """Sizes of the world LLaVA."""
+
     image_size: int = 64
     patch_size: int = 8
     vision_width: int = 128
@@ -39,6 +41,7 @@ class ModelSpec:
     max_positions: int = 256
 
     def to_json(self) -> dict:
+        """The sizes as a JSON object."""
         return asdict(self)
 
 
@@ -57,6 +60,7 @@ def load_world_model(path: str, flag: str) -> LlavaForConditionalGeneration:
 
 
 def build_processor(tokenizer: PreTrainedTokenizerFast, spec: ModelSpec) -> LlavaProcessor:
+    """The LlavaProcessor of the world model (images at the model's size, the world tokenizer)."""
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": spec.image_size},
         crop_size={"height": spec.image_size, "width": spec.image_size},
@@ -73,6 +77,7 @@ def build_processor(tokenizer: PreTrainedTokenizerFast, spec: ModelSpec) -> Llav
 
 
 def build_model(tokenizer: PreTrainedTokenizerFast, spec: ModelSpec, seed: int) -> LlavaForConditionalGeneration:
+    """A freshly initialized world LLaVA (seeded)."""
     vision = CLIPVisionConfig(
         hidden_size=spec.vision_width,
         intermediate_size=spec.vision_width * 4,

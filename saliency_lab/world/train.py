@@ -37,6 +37,8 @@ from saliency_lab.world.tokenizer import build_tokenizer, synonyms_text
 
 @dataclass
 class TrainConfig:
+    """Settings of one training stage of the world model."""
+
     seed: int = 0
     steps: int = 4000
     batch_size: int = 40
@@ -82,6 +84,7 @@ class ExampleEncoder:
 
 
 def make_batch(cfg: TrainConfig, step: int, enc: ExampleEncoder, processor):
+    """The training batch of `step` (seeded by step, so a resumed stage sees the same data)."""
     rng = scene_rng(cfg.seed, step, stream=2)
     images, seqs, scenes = [], [], []
     for _ in range(cfg.batch_size):
@@ -116,6 +119,7 @@ def make_batch(cfg: TrainConfig, step: int, enc: ExampleEncoder, processor):
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Learning rate at `step`: linear warm-up, then cosine decay to min_lr_ratio x lr."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
@@ -123,6 +127,7 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 
 
 def save(model, processor, out: str, extra: dict | None = None) -> None:
+    """Save model, processor and optional world.json to `out`."""
     os.makedirs(out, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)
@@ -132,6 +137,7 @@ def save(model, processor, out: str, extra: dict | None = None) -> None:
 
 
 def train(cfg: TrainConfig, out: str, log=print) -> dict:
+    """Train one stage and save the checkpoint to `out`; returns its metadata."""
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     tok = build_tokenizer()
@@ -225,6 +231,7 @@ def train_recipe(out: str, recipe: tuple[dict, ...] = SHIPPED_RECIPE, log=print,
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m saliency_lab.world.train --out DIR`: train the world model (the shipped recipe by default)."""
     ap = argparse.ArgumentParser(description="Train the scene world's small LLaVA from scratch on CPU. Without "
                                  "--single it runs the recipe of the shipped checkpoint (SHIPPED_RECIPE).")
     ap.add_argument("--out", required=True, help="output folder for the checkpoint and logs")
@@ -269,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_metrics(model_dir: str, train_seconds: float, n_params: int, seed: int = 0) -> dict:
+    """Evaluate a trained checkpoint and write metrics.json next to it."""
     from saliency_lab.world.evaluate import evaluate_checkpoint
 
     cfg = TrainConfig()
