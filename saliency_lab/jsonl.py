@@ -42,7 +42,9 @@ def iter_jsonl(
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise SaliencyLabError(f"{name}: not UTF-8 text ({exc.reason}); save the {what} file as UTF-8") from None
+        raise SaliencyLabError(
+            f"{name}: not UTF-8 text ({exc.reason}); save the {what} file as UTF-8"
+        ) from None
     except OSError as exc:
         check = f"check the {flag} path" if flag else "check the path"
         raise SaliencyLabError(f"{name}: cannot read {what} ({exc.strerror or exc}); {check}") from None
@@ -53,7 +55,9 @@ def iter_jsonl(
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise SaliencyLabError(f"{at(lineno)}: {bad_json} ({exc.msg} at column {exc.colno}); {hint}") from None
+            raise SaliencyLabError(
+                f"{at(lineno)}: {bad_json} ({exc.msg} at column {exc.colno}); {hint}"
+            ) from None
         if not isinstance(obj, dict):
             raise SaliencyLabError(f"{at(lineno)}: expected a JSON object, got {type(obj).__name__}; {hint}")
         yield lineno, obj

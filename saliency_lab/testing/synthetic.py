@@ -23,10 +23,19 @@ from saliency_lab.store.writer import part_name, sort_table, write_part_atomic
 
 # (word, token pieces, is_object). Two-piece words exercise multi-subtoken mentions.
 _WORDS = [
-    (" a", [" a"], False), (" the", [" the"], False), (" on", [" on"], False), (" with", [" with"], False),
-    (" and", [" and"], False), (" sitting", [" sitt", "ing"], False), (" near", [" near"], False),
-    (" cat", [" cat"], True), (" dog", [" dog"], True), (" table", [" table"], True),
-    (" surfboard", [" surf", "board"], True), (" person", [" person"], True), (" bus", [" bus"], True),
+    (" a", [" a"], False),
+    (" the", [" the"], False),
+    (" on", [" on"], False),
+    (" with", [" with"], False),
+    (" and", [" and"], False),
+    (" sitting", [" sitt", "ing"], False),
+    (" near", [" near"], False),
+    (" cat", [" cat"], True),
+    (" dog", [" dog"], True),
+    (" table", [" table"], True),
+    (" surfboard", [" surf", "board"], True),
+    (" person", [" person"], True),
+    (" bus", [" bus"], True),
 ]
 
 
@@ -88,8 +97,9 @@ def _captions(
             for k, t in enumerate(toks):
                 pieces.append((t, mention, k, word.strip()))
         pieces = pieces[: n_target - 1] + [("", -1, 0, "")]  # EOS: empty text, empty span
-        samples.append({"sample_id": sid, "status": "ok", "text": "".join(p[0] for p in pieces),
-                        "pieces": pieces})
+        samples.append(
+            {"sample_id": sid, "status": "ok", "text": "".join(p[0] for p in pieces), "pieces": pieces}
+        )
         per_sample.append(pieces)
     return samples, per_sample
 
@@ -101,7 +111,9 @@ def _tables(
     samples: list[dict[str, Any]],
     per_sample: list[list[Piece]],
 ) -> dict[str, dict[str, Any]]:
-    tok: dict[str, list[Any]] = {k: [] for k in ("sample_id", "step", "token_text", "char_start", "char_end", "mention", "sub", "word")}
+    tok: dict[str, list[Any]] = {
+        k: [] for k in ("sample_id", "step", "token_text", "char_start", "char_end", "mention", "sub", "word")
+    }
     for s, pieces in zip(samples, per_sample, strict=True):
         pos = 0
         for k, (text, mention_k, sub, word) in enumerate(pieces):
@@ -128,18 +140,28 @@ def _tables(
     token_id = np.array([vocab.get(t, 2) for t in tok["token_text"]], dtype=np.int32)
     n_input = 20
     tokens = {
-        "run_id": [run_id] * n, "sample_id": tok["sample_id"], "step": step, "position": step + n_input,
-        "token_id": token_id, "token_text": tok["token_text"], "char_start": tok["char_start"],
-        "char_end": tok["char_end"], "logprob": -rng.exponential(0.7, n).astype(np.float32),
+        "run_id": [run_id] * n,
+        "sample_id": tok["sample_id"],
+        "step": step,
+        "position": step + n_input,
+        "token_id": token_id,
+        "token_text": tok["token_text"],
+        "char_start": tok["char_start"],
+        "char_end": tok["char_end"],
+        "logprob": -rng.exponential(0.7, n).astype(np.float32),
         "entropy": rng.exponential(1.0, n).astype(np.float32),
     }
     sal = _saliency(rng, spec, run_id, tok["sample_id"], step, label)
     lab_mask = label >= 0
     labels = {
-        "run_id": [run_id] * int(lab_mask.sum()), "sample_id": sid[lab_mask].tolist(), "step": step[lab_mask],
-        "label": label[lab_mask], "source": [spec.labelset] * int(lab_mask.sum()),
+        "run_id": [run_id] * int(lab_mask.sum()),
+        "sample_id": sid[lab_mask].tolist(),
+        "step": step[lab_mask],
+        "label": label[lab_mask],
+        "source": [spec.labelset] * int(lab_mask.sum()),
         "object": [w for w, m in zip(tok["word"], lab_mask, strict=True) if m],
-        "mention_id": mention[lab_mask].astype(np.int32), "subtoken": np.asarray(tok["sub"])[lab_mask],
+        "mention_id": mention[lab_mask].astype(np.int32),
+        "subtoken": np.asarray(tok["sub"])[lab_mask],
     }
     out = {"tokens": tokens, "saliency": sal, "labels": labels}
     if spec.n_candidates > 0:
@@ -167,13 +189,15 @@ def _saliency(rng, spec: SyntheticSpec, run_id: str, sample_ids, step, label):
     return {
         "run_id": pa.array([run_id] * (n * n_layers)).dictionary_encode(),
         "sample_id": rep(np.asarray(sample_ids, dtype=object), n_layers),
-        "step": rep(step, n_layers), "layer": np.tile(np.arange(n_layers, dtype=np.int16), n),
+        "step": rep(step, n_layers),
+        "layer": np.tile(np.arange(n_layers, dtype=np.int16), n),
         "sys_sum": rng.exponential(0.2, n * n_layers).astype(np.float32),
         "img_sum": rng.exponential(1.0, n * n_layers).astype(np.float32),
         "prompt_sum": rng.exponential(0.5, n * n_layers).astype(np.float32),
         "out_sum": out_sum.ravel().astype(np.float32),
         "prev": pa.array(prev.ravel().astype(np.float32), mask=~prev_valid),
-        "row_l2": row_l2.ravel().astype(np.float32), "attn_out_sum": attn.ravel().astype(np.float32),
+        "row_l2": row_l2.ravel().astype(np.float32),
+        "attn_out_sum": attn.ravel().astype(np.float32),
     }
 
 
@@ -193,24 +217,34 @@ def _candidates(rng, spec: SyntheticSpec, run_id: str, sal, token_id):
     cand_tok = np.where(rank == 0, token_id[tok_idx], 100 + rank)
     prob = np.sort(rng.dirichlet(np.ones(k), n_tok), axis=1)[:, ::-1]
     return {
-        "run_id": [run_id] * len(idx), "sample_id": np.asarray(sal["sample_id"])[idx], "step": step,
-        "rank": rank, "token_id": cand_tok.astype(np.int32),
-        "prob": prob[tok_idx, rank].astype(np.float32), "layer": np.asarray(sal["layer"])[idx],
-        "out_sum": out_sum.astype(np.float32), "prompt_sum": rng.exponential(0.5, len(idx)).astype(np.float32),
-        "prev": pa.array((lvl * row_l2).astype(np.float32), mask=step < 1), "row_l2": row_l2.astype(np.float32),
+        "run_id": [run_id] * len(idx),
+        "sample_id": np.asarray(sal["sample_id"])[idx],
+        "step": step,
+        "rank": rank,
+        "token_id": cand_tok.astype(np.int32),
+        "prob": prob[tok_idx, rank].astype(np.float32),
+        "layer": np.asarray(sal["layer"])[idx],
+        "out_sum": out_sum.astype(np.float32),
+        "prompt_sum": rng.exponential(0.5, len(idx)).astype(np.float32),
+        "prev": pa.array((lvl * row_l2).astype(np.float32), mask=step < 1),
+        "row_l2": row_l2.astype(np.float32),
     }
 
 
 def _write_tables(run_dir: Path, spec: SyntheticSpec, samples, tables) -> None:
     n_input = 20
     sample_rows = {
-        "run_id": [run_dir.name] * len(samples), "sample_id": [s["sample_id"] for s in samples],
-        "image_id": [str(i) for i in range(len(samples))], "prompt": ["Describe the image."] * len(samples),
+        "run_id": [run_dir.name] * len(samples),
+        "sample_id": [s["sample_id"] for s in samples],
+        "image_id": [str(i) for i in range(len(samples))],
+        "prompt": ["Describe the image."] * len(samples),
         "output_text": [s["text"] for s in samples],
         "n_input": [n_input if s["status"] == "ok" else None for s in samples],
         "n_output": [len(s["pieces"]) if s["status"] == "ok" else None for s in samples],
-        "seg_system": [[0, 5]] * len(samples), "seg_image": [[5, 15]] * len(samples),
-        "seg_prompt": [[15, 20]] * len(samples), "status": [s["status"] for s in samples],
+        "seg_system": [[0, 5]] * len(samples),
+        "seg_image": [[5, 15]] * len(samples),
+        "seg_prompt": [[15, 20]] * len(samples),
+        "status": [s["status"] for s in samples],
         "error": [None if s["status"] == "ok" else "synthetic failure" for s in samples],
         "seconds": [0.1] * len(samples),
     }
@@ -221,8 +255,10 @@ def _write_tables(run_dir: Path, spec: SyntheticSpec, samples, tables) -> None:
     ids = [s["sample_id"] for s in samples]
     per = spec.samples_per_part
     # Every table is in sample order (ids are zero-padded, so sorted): each part is a contiguous slice.
-    bounds = {name: np.asarray(t.column("sample_id").to_numpy(zero_copy_only=False), dtype=str)
-              for name, t in full.items()}
+    bounds = {
+        name: np.asarray(t.column("sample_id").to_numpy(zero_copy_only=False), dtype=str)
+        for name, t in full.items()
+    }
     for part, lo in enumerate(range(0, len(ids), per)):
         first, last = ids[lo], ids[min(lo + per, len(ids)) - 1]
         shard = part % spec.n_shards
@@ -239,8 +275,14 @@ def _write_run_json(run_dir: Path, run_id: str, spec: SyntheticSpec) -> None:
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "toolkit_version": "synthetic",
         "schema_version": SCHEMA_VERSION,
-        "model": {"id": "synthetic", "architecture": "Synthetic", "n_layers": spec.n_layers,
-                  "n_heads": spec.n_heads, "dtype": "float32", "device": "cpu"},
+        "model": {
+            "id": "synthetic",
+            "architecture": "Synthetic",
+            "n_layers": spec.n_layers,
+            "n_heads": spec.n_heads,
+            "dtype": "float32",
+            "device": "cpu",
+        },
         "decoding": {"max_new_tokens": spec.max_steps, "strategy": "greedy", "seed": spec.seed},
         "saliency": {"heads": "sum_abs", "candidates": spec.n_candidates, "rows": None},
         "manifest": {"path": "synthetic", "sha256": ""},
@@ -283,8 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--effect", type=float, default=0.25)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    run = make_run(a.root, a.run_id, SyntheticSpec(n_samples=a.samples, n_layers=a.layers,
-                                                   n_candidates=a.candidates, effect=a.effect, seed=a.seed))
+    run = make_run(
+        a.root,
+        a.run_id,
+        SyntheticSpec(
+            n_samples=a.samples, n_layers=a.layers, n_candidates=a.candidates, effect=a.effect, seed=a.seed
+        ),
+    )
     print(run)
     return 0
 
