@@ -103,3 +103,15 @@ def test_capture_flags_read_the_same_class(tmp_path):
     _cal(recommended=None, reason="labels of one kind only").write(p)
     with pytest.raises(SaliencyLabError, match="labels of one kind only"):
         config_from_args(args)
+
+
+def test_library_reads_calibration_without_the_cli():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, saliency_lab.decoding.calibration_file; "
+        "print(sorted(m for m in sys.modules if m.startswith('saliency_lab.cli')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
