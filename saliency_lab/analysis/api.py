@@ -247,6 +247,11 @@ def _default_layer_sets(cat: Catalog) -> list[tuple[str, list[int]]]:
     return out
 
 
+def _labeled_samples(counts: GroupCounts) -> int:
+    keys = [k[(h + c) > 0] for k, h, c in zip(counts.sample_keys, counts.h_tot, counts.c_tot, strict=True)]
+    return len(np.unique(np.concatenate(keys))) if keys else 0
+
+
 def calibrate(runs: RunsArg, labels: str, config: CalibrationConfig | None = None) -> CalibrationResult:
     """Grid search of the SGRS score, rejection direction, alpha, W and target layers by offline replay (all
     runs pooled); recommends a setting only when it beats chance (calibration.verdict)."""
@@ -290,6 +295,11 @@ def calibrate(runs: RunsArg, labels: str, config: CalibrationConfig | None = Non
         raise SaliencyLabError(f"labelset {labels!r}: no labeled tokens with a score in these runs; "
                                "calibration needs both hallucinated and correct labeled tokens")
     best, reason = verdict(grid, cfg.budget)
+    n_samples = _labeled_samples(counts)
+    if n_samples < cfg.min_samples:
+        best, reason = None, (f"too few samples to tell a setting from chance: {n_samples} samples hold labeled "
+                              f"tokens, the bootstrap bound needs at least {cfg.min_samples} (min_samples); "
+                              "label more samples")
     recommended = metrics = None
     if best is not None:
         recommended = {"alpha": float(best["alpha"]), "window": int(best["window"]),

@@ -110,7 +110,7 @@ def _python_replay(run, n_layers, layers, alpha, window):
 
 
 def test_calibrate_matches_plain_python_replay(tmp_path):
-    run = make_run(tmp_path, "rc", SyntheticSpec(n_samples=16, n_layers=4, n_candidates=3, seed=7))
+    run = make_run(tmp_path, "rc", SyntheticSpec(n_samples=26, n_layers=4, n_candidates=3, seed=7))
     cfg = CalibrationConfig(alphas=[0.4, 0.6, 0.9], windows=[1, 5])
     res = calibrate([run], "chair", cfg)
     assert res.has_candidates
@@ -126,10 +126,11 @@ def test_calibrate_matches_plain_python_replay(tmp_path):
     paths = res.write(tmp_path / "out")
     doc = json.loads(paths["json"].read_text())
     rec = doc["recommended"]
-    assert set(rec) == {"alpha", "window", "layers"}
+    assert set(rec) == {"alpha", "window", "layers", "score", "reject"}
+    assert (rec["score"], rec["reject"]) == (doc["score"], doc["reject"]) == ("out_mean", "low")
     assert isinstance(rec["alpha"], float) and isinstance(rec["window"], int)
     assert all(isinstance(x, int) for x in rec["layers"])
-    best = res.grid.filter(pl.col("false_rejection_rate") <= 0.1)["recall"].max()
+    best = res.grid.filter((pl.col("false_rejection_rate") <= 0.1) & pl.col("recommendable"))["recall"].max()
     assert doc["recommended_metrics"]["recall"] == pytest.approx(best)
     assert doc["frontier"] and all(r["on_frontier"] for r in doc["frontier"])
 
