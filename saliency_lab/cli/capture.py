@@ -121,8 +121,10 @@ def read_calibration(path: Path) -> dict[str, Any]:
                                "`saliency-lab calibrate`") from None
     rec = doc.get("recommended") if isinstance(doc, dict) else None
     if not isinstance(rec, dict):
-        raise SaliencyLabError(f"{where}: no \"recommended\" object; pass the calibration.json written by "
-                               "`saliency-lab calibrate`")
+        why = doc.get("reason") if isinstance(doc, dict) else None
+        raise SaliencyLabError(f"{where}: no \"recommended\" object" + (f" ({why})" if why else "")
+                               + "; pass the calibration.json written by `saliency-lab calibrate`, or set "
+                                 "--sgrs-alpha / --sgrs-window yourself")
     out: dict[str, Any] = {}
     if rec.get("alpha") is not None:
         if not isinstance(rec["alpha"], (int, float)) or isinstance(rec["alpha"], bool):
