@@ -16,8 +16,8 @@ from saliency_lab.analysis import AnalysisConfig, analyze
 from saliency_lab.cli import analyze as cli_analyze
 from saliency_lab.cli import query as cli_query
 from saliency_lab.errors import SaliencyLabError
-from saliency_lab.store.scores import SCORE_NAMES
 from saliency_lab.store.catalog import open_catalog
+from saliency_lab.store.scores import SCORE_NAMES
 from saliency_lab.store.synthetic import SyntheticSpec, make_run
 
 

@@ -13,8 +13,8 @@ from _analysis_fixtures import labels as read_labels
 from _analysis_fixtures import read, token_scores
 
 from saliency_lab.analysis import CalibrationConfig, calibrate
-from saliency_lab.analysis.config import AUTO_SCORES
 from saliency_lab.analysis.calibration import ReplayData, history_mean, pareto_mask, recommend, replay
+from saliency_lab.analysis.config import AUTO_SCORES
 from saliency_lab.errors import SaliencyLabError
 from saliency_lab.store.synthetic import SyntheticSpec, make_run
 

@@ -119,6 +119,9 @@ def test_score_driven_by_step_only_is_flagged(tmp_path, capsys):
         assert w.startswith("out_mean:") and f"warning: {w}" in printed
     assert om.logit_p > 0.01  # with step and log step in the model, out_mean adds nothing
     assert "pooled AUROC [95% CI]" in printed and "step-controlled" in printed
+    # the layer profile carries the same control per layer
+    lp = res.layer_profile.filter(res.layer_profile["measure"] == "out_mean")
+    assert (lp["auroc"] > 0.65).all() and ((lp["auroc_controlled"] - 0.5).abs() < 0.1).all()
 
 
 def test_score_separating_within_steps_agrees_pooled_and_controlled(tmp_path):

@@ -211,3 +211,15 @@ def test_token_scores_returns_every_score_of_the_registry(run):
                 assert row[name] == pytest.approx(want[name], rel=1e-5, abs=1e-7), name
     shares = df.select(pl.sum_horizontal("out_share", "prompt_share", "image_share", "system_share")).to_series()
     assert np.allclose(shares.to_numpy(), 1.0)  # the four segments partition the recorded row
+
+
+def test_candidate_flags_of_the_registry_match_candidate_scores(tmp_path):
+    from saliency_lab.store.scores import SCORES
+
+    run = make_run(tmp_path, "cand", SyntheticSpec(n_samples=4, n_layers=2, n_candidates=2, seed=1))
+    with open_catalog([run]) as cat:
+        df = cat.sql("SELECT * FROM candidate_scores() WHERE step >= 1").pl()
+    for name, info in SCORES.items():
+        if name == "step":
+            continue  # a key of every row; the registry keeps it out of SGRS (all candidates share it)
+        assert (df[name].null_count() == 0) == info.candidates, name
