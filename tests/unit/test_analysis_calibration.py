@@ -226,3 +226,20 @@ def test_auto_finds_the_planted_score_and_direction(tmp_path):
     assert used["out_mean"] and used["prev"] and not used["prompt_share"]
     few = calibrate([run], "chair", CalibrationConfig(score="out_mean", n_bootstrap=100, min_samples=100))
     assert few.recommended is None and few.reason.startswith("too few samples")
+
+
+def test_capture_refuses_a_calibration_without_a_usable_recommendation(tmp_path):
+    from saliency_lab.decoding.calibration_file import load_calibration
+
+    p = tmp_path / "calibration.json"
+    p.write_text(json.dumps({"recommended": None, "reason": "no setting beats chance: (details)",
+                             "score": None, "reject": None}))
+    with pytest.raises(SaliencyLabError, match=r"no \"recommended\" object \(no setting beats chance"):
+        load_calibration(p)
+    p.write_text(json.dumps({"recommended": {"alpha": 0.4, "window": 3, "layers": [1], "score": "source_share",
+                                             "reject": "low"}}))
+    with pytest.raises(SaliencyLabError, match="for score source_share reject low"):
+        load_calibration(p)
+    p.write_text(json.dumps({"recommended": {"alpha": 0.4, "window": 3, "layers": [1], "score": "out_mean",
+                                             "reject": "low"}}))
+    assert load_calibration(p) == {"alpha": 0.4, "window": 3, "layers": [1]}
