@@ -8,14 +8,17 @@ file, so every consumer validates it the same way (docs/analysis.md, "`saliency-
 Fields (top level of the JSON object; unknown fields are refused so a typo or a newer file is not silently
 ignored):
 
-recommended          {"alpha", "window", "layers"} (each optional), or null when no setting qualifies
+recommended          {"alpha", "window", "layers", "score", "reject"} (each optional), or null when no
+                     setting beats chance within the budget
 reason               why `recommended` is null (or a note on it), else null
 recommended_metrics  recall, false_rejection_rate, ... of the recommended setting
 within_budget        whether the recommendation meets the false-rejection budget
 budget               the false-rejection budget on correct tokens
+selection            the selection rule, the number of bootstrap resamples and the max-t quantile
 has_candidates       whether the runs recorded candidates (expected_resamples is exact then)
 score                the token score SGRS thresholds (out_mean | prev | ...), null = not recorded
-reject               which side of the threshold SGRS rejects: "low" (the paper's rule) or "high"
+reject               which side of the threshold SGRS rejects: "low" (the paper's rule) or "high"; null
+                     without a recommendation
 labels, runs, config what was calibrated on and with which settings
 frontier, grid       the settings on the recall / false-rejection frontier, and every setting tried
 """
@@ -35,7 +38,7 @@ from saliency_lab.jsonl import jsonable
 
 CALIBRATION_JSON = "calibration.json"
 _FIX = "pass the calibration.json written by `saliency-lab calibrate` (or the folder holding it)"
-_SGRS_KEYS = ("alpha", "window", "layers")
+_SGRS_KEYS = ("alpha", "window", "layers", "score", "reject")
 Reject = Literal["low", "high"]
 
 
@@ -78,6 +81,14 @@ def _check_sgrs(rec: Any, where: str) -> dict[str, Any] | None:
         ):
             raise SaliencyLabError(f"{where}: recommended.layers must be a list of layer numbers")
         out["layers"] = list(layers)
+    if rec.get("score") is not None:
+        if not isinstance(rec["score"], str):
+            raise SaliencyLabError(f"{where}: recommended.score must be a score name")
+        out["score"] = rec["score"]
+    if rec.get("reject") is not None:
+        if rec["reject"] not in ("low", "high"):
+            raise SaliencyLabError(f'{where}: recommended.reject={rec["reject"]!r}; use "low" or "high"')
+        out["reject"] = rec["reject"]
     return out
 
 
@@ -90,9 +101,10 @@ class Calibration:
     recommended_metrics: dict[str, Any] = field(default_factory=dict)
     within_budget: bool | None = None
     budget: float | None = None
+    selection: dict[str, Any] = field(default_factory=dict)
     has_candidates: bool | None = None
     score: str | None = None
-    reject: Reject = "low"
+    reject: Reject | None = "low"
     labels: str | None = None
     runs: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
@@ -109,7 +121,17 @@ class Calibration:
                 f"{self.source or 'calibration'}: the calibration recommends no SGRS "
                 f"setting{why}; set --sgrs-alpha / --sgrs-window / --sgrs-layers yourself"
             )
-        return dict(self.recommended)
+        rec = dict(self.recommended)
+        # The decoder thresholds out_mean, rejecting low; a setting calibrated on another score or direction
+        # means something else there, so it is refused rather than applied.
+        score, reject = rec.pop("score", "out_mean"), rec.pop("reject", "low")
+        if (score, reject) != ("out_mean", "low"):
+            raise SaliencyLabError(
+                f"{self.source or 'calibration'}: the recommendation is for score {score} reject {reject}, "
+                "but SGRS decodes with out_mean reject low; calibrate with --score out_mean --reject low, "
+                "or set --sgrs-alpha / --sgrs-window yourself"
+            )
+        return rec
 
     def to_json(self) -> dict[str, Any]:
         """The calibration.json document (plain JSON: NaN and infinities become null)."""
@@ -142,9 +164,9 @@ class Calibration:
         if "recommended" not in doc:
             raise SaliencyLabError(f'{where}: no "recommended" object; {_FIX}')
         reject = doc.get("reject", "low")
-        if reject not in ("low", "high"):
+        if reject not in ("low", "high", None):
             raise SaliencyLabError(f'{where}: reject={reject!r}; use "low" or "high"')
-        for name, kind in (("recommended_metrics", dict), ("config", dict), ("runs", list)):
+        for name, kind in (("recommended_metrics", dict), ("config", dict), ("selection", dict), ("runs", list)):
             if doc.get(name) is not None and not isinstance(doc[name], kind):
                 raise SaliencyLabError(
                     f"{where}: {name} must be a JSON {'object' if kind is dict else 'list'}"
@@ -158,6 +180,7 @@ class Calibration:
             recommended_metrics=dict(doc.get("recommended_metrics") or {}),
             within_budget=doc.get("within_budget"),
             budget=doc.get("budget"),
+            selection=dict(doc.get("selection") or {}),
             has_candidates=doc.get("has_candidates"),
             score=doc.get("score"),
             reject=reject,
