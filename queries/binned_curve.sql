@@ -1,9 +1,9 @@
 -- name: binned_curve
 -- purpose: hallucination rate per equal-width score bin on [0, 1] (paper Fig. 8b) with Wilson 95% intervals; scores outside [0, 1] fall in the edge bins
--- param labels VARCHAR = chair                 labelset
+-- param labels VARCHAR = chair {@labelset}     labelset
 -- param score VARCHAR = out_mean {out_mean|prev|attn_out|lookback_ratio}  the measure binned
--- param layers INTEGER[] = NULL                target layers, comma separated; empty = upper half of each run
--- param bins INTEGER = 10                      number of equal-width bins
+-- param layers INTEGER[] = NULL [0..n_layers-1] target layers, comma separated; empty = upper half of each run
+-- param bins INTEGER = 10 [1..1000]           number of equal-width bins
 -- param normalization VARCHAR = row {row|none|matrix}  how S_raw is normalized
 WITH s AS (
     SELECT run_id, label::DOUBLE AS label,

@@ -1,11 +1,11 @@
 -- name: failure_cases
 -- purpose: hallucinated tokens with the highest score and correct tokens with the lowest score, ranked, with the surrounding output text (token marked [[like this]])
--- param labels VARCHAR = chair                 labelset
+-- param labels VARCHAR = chair {@labelset}     labelset
 -- param score VARCHAR = out_mean {out_mean|prev|attn_out|lookback_ratio}  the measure ranked
--- param layers INTEGER[] = NULL                target layers, comma separated; empty = upper half of each run
+-- param layers INTEGER[] = NULL [0..n_layers-1] target layers, comma separated; empty = upper half of each run
 -- param normalization VARCHAR = row {row|none|matrix}  how S_raw is normalized
--- param top INTEGER = 20                       cases of each kind per run
--- param context INTEGER = 40                   characters of text either side
+-- param top INTEGER = 20 [1..100000]          cases of each kind per run
+-- param context INTEGER = 40 [0..10000]       characters of text either side
 WITH s AS (
     SELECT run_id, sample_id, step, label, object,
            pick_score(getvariable('score'), out_mean, prev, attn_out, lookback_ratio) AS score

@@ -1,7 +1,7 @@
 -- name: label_means
 -- purpose: Table-4 style mean and sd of the token score for correct (0) vs hallucinated (1) tokens, per run, for saliency and the attention baselines
--- param labels VARCHAR = chair                 labelset
--- param layers INTEGER[] = NULL                target layers, comma separated; empty = upper half of each run
+-- param labels VARCHAR = chair {@labelset}     labelset
+-- param layers INTEGER[] = NULL [0..n_layers-1] target layers, comma separated; empty = upper half of each run
 -- param normalization VARCHAR = row {row|none|matrix}  how S_raw is normalized
 SELECT run_id, label, count(*) AS n,
        avg(out_mean) AS out_mean_mean, stddev_samp(out_mean) AS out_mean_sd,

@@ -1,6 +1,6 @@
 -- name: labeled_layers
 -- purpose: every labeled token at every layer: per-layer out_mean (Eq. 6), normalized prev, attention mass on prior outputs and the Lookback-style context share
--- param labels VARCHAR = chair                 labelset
+-- param labels VARCHAR = chair {@labelset}     labelset
 -- param normalization VARCHAR = row {row|none|matrix}  how S_raw is normalized
 SELECT s.run_id, s.sample_id, s.step, s.layer, l.label, l.subtoken,
        s.out_mean, s.prev_n AS prev, s.attn_out_sum::DOUBLE AS attn_out,

@@ -1,7 +1,7 @@
 -- name: labeled_tokens
 -- purpose: every labeled token with S(x_P) (out_mean, prev) and the attention baselines over the target layers; the input of `analyze`
--- param labels VARCHAR = chair                 labelset
--- param layers INTEGER[] = NULL                target layers, comma separated; empty = upper half of each run
+-- param labels VARCHAR = chair {@labelset}     labelset
+-- param layers INTEGER[] = NULL [0..n_layers-1] target layers, comma separated; empty = upper half of each run
 -- param normalization VARCHAR = row {row|none|matrix}  how S_raw is normalized
 SELECT run_id, sample_id, step, label, object, mention_id, subtoken,
        out_mean, prev, attn_out, lookback_ratio, n_layers

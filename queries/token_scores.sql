@@ -1,7 +1,7 @@
 -- name: token_scores
 -- purpose: one row per generated token: text, S(x_P) as out_mean and prev, the attention-only baselines, and its label (null if unlabeled)
--- param labels VARCHAR = chair                 labelset joined for the label column
--- param layers INTEGER[] = NULL                target layers, comma separated; empty = upper half of each run
+-- param labels VARCHAR = chair {@labelset}     labelset joined for the label column
+-- param layers INTEGER[] = NULL [0..n_layers-1] target layers, comma separated; empty = upper half of each run
 -- param normalization VARCHAR = row {row|none|matrix}  how S_raw is normalized
 SELECT k.run_id, k.sample_id, k.step, k.token_text, s.out_mean, s.prev, s.attn_out, s.lookback_ratio,
        s.n_layers, l.label, l.object
