@@ -20,7 +20,7 @@ from saliency_lab.errors import (
 
 # Errors of the storage/query libraries reach the user as one line: they come from a damaged or vanished
 # file (a truncated Parquet part, a run deleted mid-report), not from a bug in the command line given.
-_LIBRARY_ERRORS = ("duckdb", "pyarrow", "polars", "safetensors_rust", "safetensors")
+_LIBRARY_ERRORS = ("duckdb", "_duckdb", "pyarrow", "polars", "safetensors_rust", "safetensors")
 
 # Module names under saliency_lab.cli, each with register(subparsers). Missing modules are skipped so a
 # partial install still offers the commands it has.

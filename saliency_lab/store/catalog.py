@@ -298,7 +298,12 @@ class Catalog:
             self.con.execute(f"SET threads = {int(threads)}")
         self._sandbox()
         self._keep: list[Any] = []  # Arrow objects the views scan; must outlive the connection's use
-        self._create_views()
+        try:
+            self._create_views()
+        except duckdb.Error as exc:  # a damaged part file (truncated, not Parquet) of one of the runs
+            line = " ".join(str(exc).splitlines()[0].split())
+            raise SaliencyLabError(f"cannot open the runs: {line}; restore that file or capture the run "
+                                   "again") from None
         self.con.execute(catalog_sql_path().read_text(encoding="utf-8"))
 
     def _sandbox(self) -> None:
