@@ -49,8 +49,14 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _show_warning(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
-                  line: str | None = None) -> None:
+def _show_warning(
+    message: Any,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
     """Library warnings of our own as one line each; others keep Python's format."""
     if issubclass(category, SaliencyLabWarning):
         print(f"saliency-lab: warning: {_one_line(str(message))}", file=sys.stderr)

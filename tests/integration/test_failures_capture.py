@@ -22,12 +22,17 @@ from saliency_lab.run import capture
 
 def bomb_png(path: Path, w: int = 20000, h: int = 20000) -> Path:
     """A valid PNG header claiming w x h pixels (one tiny IDAT): PIL refuses it as a decompression bomb."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0"))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0"))
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -43,18 +48,28 @@ def _samples(run_dir: Path) -> dict[str, dict]:
 def _cfg(tmp_path, arch, manifest, **kw) -> CaptureConfig:
     from saliency_lab.config import DecodingConfig
 
-    return CaptureConfig(model=ModelConfig(str(tiny_dir(arch))), data=str(manifest), out=str(tmp_path / "runs"),
-                         run_id="r", quiet=True, samples_per_part=1,
-                         decoding=DecodingConfig(max_new_tokens=3), **kw)
+    return CaptureConfig(
+        model=ModelConfig(str(tiny_dir(arch))),
+        data=str(manifest),
+        out=str(tmp_path / "runs"),
+        run_id="r",
+        quiet=True,
+        samples_per_part=1,
+        decoding=DecodingConfig(max_new_tokens=3),
+        **kw,
+    )
 
 
 def test_decompression_bomb_is_an_error_row_and_resume_continues(tmp_path):
     bomb = bomb_png(tmp_path / "bomb.png")
-    m = _manifest(tmp_path / "m.jsonl", [
-        {"sample_id": "a", "prompt": "What is this?", "image": image_path()},
-        {"sample_id": "bomb", "prompt": "What is this?", "image": str(bomb)},
-        {"sample_id": "c", "prompt": "What is this?", "image": image_path()},
-    ])
+    m = _manifest(
+        tmp_path / "m.jsonl",
+        [
+            {"sample_id": "a", "prompt": "What is this?", "image": image_path()},
+            {"sample_id": "bomb", "prompt": "What is this?", "image": str(bomb)},
+            {"sample_id": "c", "prompt": "What is this?", "image": image_path()},
+        ],
+    )
     from saliency_lab.saliency.capture import capture_sample
 
     seen: list[str] = []
@@ -82,12 +97,29 @@ def test_decompression_bomb_is_an_error_row_and_resume_continues(tmp_path):
 def test_extreme_aspect_ratio_on_qwen2_vl_is_an_error_row(tmp_path, capsys):
     thin = tmp_path / "thin.png"
     Image.new("RGB", (4000, 1), (10, 20, 30)).save(thin)
-    m = _manifest(tmp_path / "m.jsonl", [
-        {"sample_id": "thin", "prompt": "What is this?", "image": str(thin)},
-        {"sample_id": "ok", "prompt": "What is this?", "image": image_path()},
-    ])
-    rc = main(["capture", "--model", str(tiny_dir("qwen2_vl")), "--data", str(m), "--out", str(tmp_path / "runs"),
-               "--run-id", "q", "--max-new-tokens", "3", "--quiet"])
+    m = _manifest(
+        tmp_path / "m.jsonl",
+        [
+            {"sample_id": "thin", "prompt": "What is this?", "image": str(thin)},
+            {"sample_id": "ok", "prompt": "What is this?", "image": image_path()},
+        ],
+    )
+    rc = main(
+        [
+            "capture",
+            "--model",
+            str(tiny_dir("qwen2_vl")),
+            "--data",
+            str(m),
+            "--out",
+            str(tmp_path / "runs"),
+            "--run-id",
+            "q",
+            "--max-new-tokens",
+            "3",
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 0
     rows = _samples(tmp_path / "runs" / "q")
@@ -97,12 +129,29 @@ def test_extreme_aspect_ratio_on_qwen2_vl_is_an_error_row(tmp_path, capsys):
 
 
 def test_no_sample_succeeded_exits_with_the_documented_code(tmp_path, capsys):
-    m = _manifest(tmp_path / "m.jsonl", [
-        {"sample_id": "b1", "prompt": "Hi", "image": str(bomb_png(tmp_path / "b1.png"))},
-        {"sample_id": "b2", "prompt": "Hi", "image": str(tmp_path / "missing.png")},
-    ])
-    rc = main(["capture", "--model", str(tiny_dir("llava")), "--data", str(m), "--out", str(tmp_path / "runs"),
-               "--run-id", "x", "--max-new-tokens", "3", "--quiet"])
+    m = _manifest(
+        tmp_path / "m.jsonl",
+        [
+            {"sample_id": "b1", "prompt": "Hi", "image": str(bomb_png(tmp_path / "b1.png"))},
+            {"sample_id": "b2", "prompt": "Hi", "image": str(tmp_path / "missing.png")},
+        ],
+    )
+    rc = main(
+        [
+            "capture",
+            "--model",
+            str(tiny_dir("llava")),
+            "--data",
+            str(m),
+            "--out",
+            str(tmp_path / "runs"),
+            "--run-id",
+            "x",
+            "--max-new-tokens",
+            "3",
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == EXIT_NO_SAMPLE == 3
     assert "2 sample(s) failed:" in err and "DecompressionBombError 1" in err and "SampleError 1" in err
@@ -119,7 +168,9 @@ def test_corrupt_safetensors_is_one_line(tmp_path, capsys, damage):
     data = weights.read_bytes()
     weights.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"\x10\x00" + data[2:200])
     m = _manifest(tmp_path / "m.jsonl", [{"sample_id": "s", "prompt": "Hi"}])
-    rc = main(["capture", "--model", str(model), "--data", str(m), "--out", str(tmp_path / "runs"), "--quiet"])
+    rc = main(
+        ["capture", "--model", str(model), "--data", str(m), "--out", str(tmp_path / "runs"), "--quiet"]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and f"--model {model}" in err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.parquet"))
@@ -142,6 +193,8 @@ def test_pickle_checkpoint_is_refused_in_one_line(tmp_path, capsys):
     for idx in model.glob("*.index.json"):
         idx.unlink()
     m = _manifest(tmp_path / "m.jsonl", [{"sample_id": "s", "prompt": "Hi"}])
-    rc = main(["capture", "--model", str(model), "--data", str(m), "--out", str(tmp_path / "runs"), "--quiet"])
+    rc = main(
+        ["capture", "--model", str(model), "--data", str(m), "--out", str(tmp_path / "runs"), "--quiet"]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and str(model) in err and "Traceback" not in err

@@ -37,7 +37,9 @@ def world(tmp_path_factory) -> dict[str, Path]:
     (f / "cal.json").write_text('{"recommended": {"alpha": "high"}}')
     (f / "gt.json").write_text('["not", "a", "mapping"]')
     (f / "caps.jsonl").write_text('{"image_id": 1}\n')
-    (f / "q.jsonl").write_text('{"question_id": 1, "image": "a.jpg", "text": "Is there a cat?", "label": "maybe"}\n')
+    (f / "q.jsonl").write_text(
+        '{"question_id": 1, "image": "a.jpg", "text": "Is there a cat?", "label": "maybe"}\n'
+    )
     model = root / "model"
     model.mkdir()
     (model / "config.json").write_text("{broken")
@@ -47,23 +49,54 @@ def world(tmp_path_factory) -> dict[str, Path]:
 
 # (id, argv with {run} {f} {root} {model} placeholders, text stderr must contain)
 CASES = [
-    ("capture-missing-manifest", "capture --model {model} --data {f}/nosuch.jsonl --out {root}/o", "nosuch.jsonl"),
-    ("capture-bad-json-line", "capture --model {model} --data {f}/bad.jsonl --out {root}/o", "bad.jsonl, line 2"),
-    ("capture-no-prompt", "capture --model {model} --data {f}/noprompt.jsonl --out {root}/o", "noprompt.jsonl"),
+    (
+        "capture-missing-manifest",
+        "capture --model {model} --data {f}/nosuch.jsonl --out {root}/o",
+        "nosuch.jsonl",
+    ),
+    (
+        "capture-bad-json-line",
+        "capture --model {model} --data {f}/bad.jsonl --out {root}/o",
+        "bad.jsonl, line 2",
+    ),
+    (
+        "capture-no-prompt",
+        "capture --model {model} --data {f}/noprompt.jsonl --out {root}/o",
+        "noprompt.jsonl",
+    ),
     ("capture-duplicate-id", "capture --model {model} --data {f}/dup.jsonl --out {root}/o", "dup.jsonl"),
     ("capture-missing-model", "capture --model {root}/nomodel --data {f}/ok.jsonl --out {root}/o", "nomodel"),
     ("capture-broken-config", "capture --model {model} --data {f}/ok.jsonl --out {root}/o", "config.json"),
-    ("capture-samples-per-part-0", "capture --model {model} --data {f}/ok.jsonl --out {root}/o "
-     "--samples-per-part 0", "--samples-per-part 0"),
-    ("capture-max-new-tokens-0", "capture --model {model} --data {f}/ok.jsonl --out {root}/o --max-new-tokens 0",
-     "--max-new-tokens 0"),
-    ("capture-missing-calibration", "capture --model {model} --data {f}/ok.jsonl --calibration {f}/nocal.json",
-     "nocal.json"),
-    ("capture-bad-calibration", "capture --model {model} --data {f}/ok.jsonl --calibration {f}/cal.json",
-     "recommended.alpha"),
-    ("capture-decay-without-rate", "capture --model {model} --data {f}/ok.jsonl --decay-steps 1", "--decay-steps"),
-    ("capture-copied-run", "capture --model {model} --data {f}/ok.jsonl --out {root}/runs --run-id copy --resume",
-     "copied or renamed"),
+    (
+        "capture-samples-per-part-0",
+        "capture --model {model} --data {f}/ok.jsonl --out {root}/o --samples-per-part 0",
+        "--samples-per-part 0",
+    ),
+    (
+        "capture-max-new-tokens-0",
+        "capture --model {model} --data {f}/ok.jsonl --out {root}/o --max-new-tokens 0",
+        "--max-new-tokens 0",
+    ),
+    (
+        "capture-missing-calibration",
+        "capture --model {model} --data {f}/ok.jsonl --calibration {f}/nocal.json",
+        "nocal.json",
+    ),
+    (
+        "capture-bad-calibration",
+        "capture --model {model} --data {f}/ok.jsonl --calibration {f}/cal.json",
+        "recommended.alpha",
+    ),
+    (
+        "capture-decay-without-rate",
+        "capture --model {model} --data {f}/ok.jsonl --decay-steps 1",
+        "--decay-steps",
+    ),
+    (
+        "capture-copied-run",
+        "capture --model {model} --data {f}/ok.jsonl --out {root}/runs --run-id copy --resume",
+        "copied or renamed",
+    ),
     ("label-human-missing-file", "label human --run {run} --file {f}/nolabels.jsonl", "nolabels.jsonl"),
     ("label-human-unknown-field", "label human --run {run} --file {f}/lable.jsonl", "'lable'"),
     ("label-human-unknown-sample", "label human --run {run} --file {f}/nosample.jsonl", "'zzz'"),
@@ -97,16 +130,28 @@ CASES = [
     ("report-samples-nosuch", "report {run} -o {root}/r.html --samples nosuch --no-calibrate", "nosuch"),
     ("report-out-folder", "report {run} -o {root}/existing --no-calibrate", "existing"),
     ("report-not-a-run", "report {root}/nowhere -o {root}/r.html", "nowhere"),
-    ("chair-missing-captions", "chair --captions {f}/nocaps.jsonl --ground-truth {f}/gt.json --out {root}/c.json",
-     "nocaps.jsonl"),
-    ("chair-caption-missing-field", "chair --captions {f}/caps.jsonl --ground-truth {f}/gt.json "
-     "--out {root}/c.json", "caps.jsonl:1"),
+    (
+        "chair-missing-captions",
+        "chair --captions {f}/nocaps.jsonl --ground-truth {f}/gt.json --out {root}/c.json",
+        "nocaps.jsonl",
+    ),
+    (
+        "chair-caption-missing-field",
+        "chair --captions {f}/caps.jsonl --ground-truth {f}/gt.json --out {root}/c.json",
+        "caps.jsonl:1",
+    ),
     ("pope-missing-questions", "pope --questions {f}/noq.jsonl --answers {f}/ok.jsonl", "noq.jsonl"),
     ("pope-bad-label", "pope --questions {f}/q.jsonl --answers {f}/ok.jsonl", "q.jsonl"),
-    ("data-coco-missing-annotations", "data coco-chair --images {root} --annotations {f}/noann.json "
-     "--out {root}/m.jsonl", "noann.json"),
-    ("data-pope-missing-questions", "data pope --questions {f}/noq.jsonl --images {root} --out {root}/m.jsonl",
-     "noq.jsonl"),
+    (
+        "data-coco-missing-annotations",
+        "data coco-chair --images {root} --annotations {f}/noann.json --out {root}/m.jsonl",
+        "noann.json",
+    ),
+    (
+        "data-pope-missing-questions",
+        "data pope --questions {f}/noq.jsonl --images {root} --out {root}/m.jsonl",
+        "noq.jsonl",
+    ),
 ]
 
 _SQL = {
@@ -126,8 +171,18 @@ def _argv(template: str, w: dict[str, Path]) -> list[str]:
 def test_at_least_thirty_cases_across_every_command():
     commands = {c[1].split()[0] for c in CASES}
     assert len(CASES) >= 30
-    assert {"capture", "label", "sql", "query", "analyze", "report", "calibrate", "chair", "pope",
-            "data"} <= commands
+    assert {
+        "capture",
+        "label",
+        "sql",
+        "query",
+        "analyze",
+        "report",
+        "calibrate",
+        "chair",
+        "pope",
+        "data",
+    } <= commands
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
@@ -149,8 +204,13 @@ def test_malformed_input_is_one_line_and_changes_nothing(world, capsys, case):
 def test_real_subprocess(world, name):
     template, needle = next((c[1], c[2]) for c in CASES if c[0] == name)
     before = tree_hash(world["run"])
-    proc = subprocess.run([sys.executable, "-m", "saliency_lab", *_argv(template, world)], capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "saliency_lab", *_argv(template, world)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=300,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr
     assert tree_hash(world["run"]) == before

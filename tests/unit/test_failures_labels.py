@@ -28,14 +28,20 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _run(tmp_path: Path) -> Path:
-    samples = [FakeSample("s1", ["A", " cat", " on", " a", " mat", "."]),
-               FakeSample("s2", ["A", " dog", " and", " a", " ball", "."])]
+    samples = [
+        FakeSample("s1", ["A", " cat", " on", " a", " mat", "."]),
+        FakeSample("s2", ["A", " dog", " and", " a", " ball", "."]),
+    ]
     return make_label_run(tmp_path, samples).path
 
 
 def _labels_file(path: Path, label: int) -> Path:
-    path.write_text(json.dumps({"sample_id": "s1", "steps": [1], "label": label}) + "\n"
-                    + json.dumps({"sample_id": "s2", "steps": [1, 4], "label": label}) + "\n")
+    path.write_text(
+        json.dumps({"sample_id": "s1", "steps": [1], "label": label})
+        + "\n"
+        + json.dumps({"sample_id": "s2", "steps": [1, 4], "label": label})
+        + "\n"
+    )
     return path
 
 
@@ -68,8 +74,11 @@ def test_kill_between_the_two_renames_is_detected(tmp_path):
     run = _run(tmp_path)
     label_human(run, file=str(_labels_file(tmp_path / "old.jsonl", 0)))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", _KILL_BETWEEN_RENAMES, str(run),
-                           str(_labels_file(tmp_path / "new.jsonl", 1))], env=env, capture_output=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILL_BETWEEN_RENAMES, str(run), str(_labels_file(tmp_path / "new.jsonl", 1))],
+        env=env,
+        capture_output=True,
+    )
     assert proc.returncode == -9  # killed, not finished
     with pytest.raises(SaliencyLabError, match="come from different `label` runs"):
         open_catalog(run)
@@ -86,7 +95,9 @@ def test_unknown_fields_in_human_labels_are_refused_by_name(tmp_path, capsys):
     rc, _, err = cli(capsys, "label", "human", "--run", run, "--file", bad)
     assert rc == 2 and "unknown field 'lable'" in err and f"{bad}:1" in err
     span = tmp_path / "span.jsonl"
-    span.write_text(json.dumps({"sample_id": "s1", "spans": [{"start": 0, "end": 1, "label": 1, "note": "x"}]}))
+    span.write_text(
+        json.dumps({"sample_id": "s1", "spans": [{"start": 0, "end": 1, "label": 1, "note": "x"}]})
+    )
     rc, _, err = cli(capsys, "label", "human", "--run", run, "--file", span)
     assert rc == 2 and "unknown field 'note'" in err
     assert not (run / "labels").exists()
@@ -108,15 +119,24 @@ def test_label_on_a_read_only_run_is_one_line(tmp_path, capsys):
     label_human(run, file=str(_labels_file(tmp_path / "l.jsonl", 0)))
     before = tree_hash(run)
     with read_only(run):
-        rc, _, err = cli(capsys, "label", "human", "--run", run, "--file", _labels_file(tmp_path / "n.jsonl", 1))
+        rc, _, err = cli(
+            capsys, "label", "human", "--run", run, "--file", _labels_file(tmp_path / "n.jsonl", 1)
+        )
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "labels" in err and ("read-only" in err or "permission denied" in err or "not permitted" in err)
     assert tree_hash(run) == before
 
 
 def _cfg(tmp_path, manifest, **kw):
-    return CaptureConfig(model=ModelConfig("fake"), data=str(manifest), out=str(tmp_path / "runs"),
-                         run_id=kw.pop("run_id", "r"), quiet=True, samples_per_part=2, **kw)
+    return CaptureConfig(
+        model=ModelConfig("fake"),
+        data=str(manifest),
+        out=str(tmp_path / "runs"),
+        run_id=kw.pop("run_id", "r"),
+        quiet=True,
+        samples_per_part=2,
+        **kw,
+    )
 
 
 def test_resume_on_a_read_only_run_is_one_line(tmp_path):

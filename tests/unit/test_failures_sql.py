@@ -28,8 +28,9 @@ def tree_hash(folder: Path) -> str:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
-    return make_run(tmp_path_factory.mktemp("runs"), "r", SyntheticSpec(n_samples=10, n_layers=2,
-                                                                        samples_per_part=4))
+    return make_run(
+        tmp_path_factory.mktemp("runs"), "r", SyntheticSpec(n_samples=10, n_layers=2, samples_per_part=4)
+    )
 
 
 def _cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -38,18 +39,21 @@ def _cli(capsys, *argv: str) -> tuple[int, str, str]:
     return rc, out.out, out.err
 
 
-@pytest.mark.parametrize("sql, needle", [
-    ("COPY (SELECT 1 AS a) TO '{part}' (FORMAT parquet)", "COPY is not allowed"),
-    ("COPY samples TO '{outside}/x.csv'", "COPY is not allowed"),
-    ("EXPORT DATABASE '{outside}/db'", "EXPORT DATABASE is not allowed"),
-    ("ATTACH '{outside}/x.duckdb' AS x", "ATTACH is not allowed"),
-    ("INSTALL httpfs", "INSTALL/LOAD is not allowed"),
-    ("LOAD httpfs", "INSTALL/LOAD is not allowed"),
-    ("SELECT * FROM read_csv('{secret}')", "sandbox reads only the opened runs"),
-    ("SELECT * FROM read_parquet('https://example.com/x.parquet')", "sandbox reads only the opened runs"),
-    ("SET enable_external_access = true", "sandbox"),
-    ("SELECT 1; COPY (SELECT 1) TO '{outside}/y.csv'", "COPY is not allowed"),
-])
+@pytest.mark.parametrize(
+    "sql, needle",
+    [
+        ("COPY (SELECT 1 AS a) TO '{part}' (FORMAT parquet)", "COPY is not allowed"),
+        ("COPY samples TO '{outside}/x.csv'", "COPY is not allowed"),
+        ("EXPORT DATABASE '{outside}/db'", "EXPORT DATABASE is not allowed"),
+        ("ATTACH '{outside}/x.duckdb' AS x", "ATTACH is not allowed"),
+        ("INSTALL httpfs", "INSTALL/LOAD is not allowed"),
+        ("LOAD httpfs", "INSTALL/LOAD is not allowed"),
+        ("SELECT * FROM read_csv('{secret}')", "sandbox reads only the opened runs"),
+        ("SELECT * FROM read_parquet('https://example.com/x.parquet')", "sandbox reads only the opened runs"),
+        ("SET enable_external_access = true", "sandbox"),
+        ("SELECT 1; COPY (SELECT 1) TO '{outside}/y.csv'", "COPY is not allowed"),
+    ],
+)
 def test_sql_sandbox_refuses_writes_and_outside_reads(run, tmp_path, capsys, sql, needle):
     secret = tmp_path / "secret.csv"
     secret.write_text("a\n1\n")
@@ -64,24 +68,29 @@ def test_sql_sandbox_refuses_writes_and_outside_reads(run, tmp_path, capsys, sql
 def test_sql_reads_the_runs_and_writes_only_through_out(run, tmp_path, capsys):
     rc, out, _ = _cli(capsys, "sql", str(run), "SELECT count(*) AS n FROM samples")
     assert rc == 0 and "10" in out
-    rc, _, _ = _cli(capsys, "sql", str(run), "SELECT sample_id FROM samples", "--out", str(tmp_path / "s.csv"))
+    rc, _, _ = _cli(
+        capsys, "sql", str(run), "SELECT sample_id FROM samples", "--out", str(tmp_path / "s.csv")
+    )
     assert rc == 0 and len((tmp_path / "s.csv").read_text().splitlines()) == 11
     before = tree_hash(run)
     rc, _, err = _cli(capsys, "sql", str(run), "SELECT 1", "--out", str(run / "samples" / "x.parquet"))
     assert rc == 2 and "inside the run" in err and tree_hash(run) == before
 
 
-@pytest.mark.parametrize("name, param, needle", [
-    ("binned_curve", "bins=0", "bins=0: 0 is outside the allowed range 1..1000"),
-    ("binned_curve", "bins=100000000", "outside the allowed range 1..1000"),
-    ("binned_curve", "labels=chiar", "no label set 'chiar'"),
-    ("binned_curve", "layers=99", "99 is outside the allowed range 0..1 (run 'r' has 2 layers)"),
-    ("labeled_tokens", "layers=0,-1", "-1 is outside the allowed range 0..1"),
-    ("failure_cases", "context=-10", "-10 is outside the allowed range 0..10000"),
-    ("failure_cases", "top=0", "outside the allowed range 1..100000"),
-    ("layer_profile", "auroc_bins=-1", "outside the allowed range 0..10000000"),
-    ("run_summary", "labels=nosuch", "no label set 'nosuch'"),
-])
+@pytest.mark.parametrize(
+    "name, param, needle",
+    [
+        ("binned_curve", "bins=0", "bins=0: 0 is outside the allowed range 1..1000"),
+        ("binned_curve", "bins=100000000", "outside the allowed range 1..1000"),
+        ("binned_curve", "labels=chiar", "no label set 'chiar'"),
+        ("binned_curve", "layers=99", "99 is outside the allowed range 0..1 (run 'r' has 2 layers)"),
+        ("labeled_tokens", "layers=0,-1", "-1 is outside the allowed range 0..1"),
+        ("failure_cases", "context=-10", "-10 is outside the allowed range 0..10000"),
+        ("failure_cases", "top=0", "outside the allowed range 1..100000"),
+        ("layer_profile", "auroc_bins=-1", "outside the allowed range 0..10000000"),
+        ("run_summary", "labels=nosuch", "no label set 'nosuch'"),
+    ],
+)
 def test_named_query_bounds_are_checked_before_running(run, capsys, name, param, needle):
     rc, out, err = _cli(capsys, "query", name, str(run), "--param", param)
     assert rc == 2 and needle in err and len(err.strip().splitlines()) == 1, err
@@ -142,8 +151,9 @@ def test_complete_run_gives_no_warning(run, capsys):
 
 
 def test_analyze_layers_outside_the_model(run, tmp_path, capsys):
-    rc, _, err = _cli(capsys, "analyze", str(run), "--labels", "chair", "--out", str(tmp_path / "a"),
-                      "--layers", "9")
+    rc, _, err = _cli(
+        capsys, "analyze", str(run), "--labels", "chair", "--out", str(tmp_path / "a"), "--layers", "9"
+    )
     assert rc == 2 and "9 is outside the allowed range 0..1" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
 
@@ -151,7 +161,7 @@ def test_analyze_layers_outside_the_model(run, tmp_path, capsys):
 def test_corrupt_parquet_part_under_sql_is_one_line(run, tmp_path, capsys):
     r = _copy(run, tmp_path / "r")
     part = sorted((r / "saliency" / "shard=0").glob("part-*.parquet"))[0]
-    part.write_bytes(part.read_bytes()[: 200])
+    part.write_bytes(part.read_bytes()[:200])
     rc, _, err = _cli(capsys, "sql", str(r), "SELECT sum(prev) FROM saliency")
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "part-" in err and "Traceback" not in err
 
