@@ -165,7 +165,9 @@ def _check_inputs(data: list[RunData], cfg: ReportConfig) -> None:
     """--layers within every run's model and --samples naming existing samples, before any work."""
     for r in data:
         n = r.n_layers
-        bad = [x for x in cfg.layers or [] if n is not None and not 0 <= x < n]
+        if n is None:
+            continue  # checked against the saliency table by the analysis instead
+        bad = [x for x in cfg.layers or [] if not 0 <= x < n]
         if bad:
             raise SaliencyLabError(f"--layers {','.join(map(str, cfg.layers or []))}: layer {bad[0]} is outside run "
                                    f"{r.run_id!r}, which has {n} layers (0..{n - 1}); pass layers in that range")

@@ -275,13 +275,20 @@ def sql_error(exc: Exception) -> SaliencyLabError:
     return SaliencyLabError(f"SQL error: {line}")
 
 
+# (run folder, problems) already reported in this process: a command that opens the same runs several times
+# (report, analyze) warns once.
+_WARNED: set[tuple[str, str]] = set()
+
+
 def _warn_incomplete(refs: Sequence[RunRef]) -> None:
     for r in refs:
         if r.fs is not None:
             continue
         shards = r.info.get("shards")
         problems = run_problems(r.location, int(shards) if isinstance(shards, int) else None)
-        if problems:
+        key = (os.path.realpath(r.location), "; ".join(problems))
+        if problems and key not in _WARNED:
+            _WARNED.add(key)
             warnings.warn(f"{r.location}: incomplete run: {'; '.join(problems)}; results cover only the committed "
                           "samples (finish it with `capture --resume`)", IncompleteRunWarning, stacklevel=3)
 

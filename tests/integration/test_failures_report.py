@@ -88,3 +88,17 @@ def test_run_deleted_while_the_report_is_built(run, tmp_path, capsys, monkeypatc
     rc, _, err = cli(capsys, "report", r, "-o", tmp_path / "r.html", *FAST)
     _one_line_error(rc, err, str(r))
     assert not (tmp_path / "r.html").exists() and not (tmp_path / "r.html.tmp").exists()
+
+
+def test_incomplete_run_warns_once_in_a_report(run, tmp_path, capsys):
+    import json
+
+    r = tmp_path / "base"
+    shutil.copytree(run, r)
+    info = json.loads((r / "run.json").read_text())
+    info["shards"] = 2
+    (r / "run.json").write_text(json.dumps(info))
+    rc, _, err = cli(capsys, "report", r, "-o", tmp_path / "r.html", *FAST)
+    assert rc == 0
+    warned = [ln for ln in err.splitlines() if "incomplete run" in ln]
+    assert len(warned) == 1 and "shard(s) 1 of 2" in warned[0]
