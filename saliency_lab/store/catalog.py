@@ -392,7 +392,8 @@ class Catalog:
             for run_id, n in self.con.execute("SELECT run_id, n_layers FROM runs").fetchall():
                 if n is not None:
                     n_layers[run_id] = int(n)
-        names = {row[0] for row in self.con.execute("SELECT DISTINCT labelset FROM labels").fetchall()}
+        # From the files, not the rows: an empty label set (CHAIR found no mention) is still a label set.
+        names = {os.path.basename(p)[: -len(".parquet")] for r in self.runs for p in r.label_files()}
         return QueryContext(n_layers, names)
 
     def query(self, name: str, params: dict[str, str] | None = None) -> pl.DataFrame:
