@@ -1,4 +1,4 @@
-"""Capture cost, exactness and storage benchmark (SPEC section 9).
+"""Capture cost, exactness and storage benchmark (docs/capture.md, "Cost").
 
 Model: Llama-shaped, 4 layers, hidden 256, 8 heads, vocab 32000, random weights (~20.6M params), built in
 this script with a word-level tokenizer (one token per word, no EOS so exactly --new tokens are generated).

@@ -1,4 +1,4 @@
-"""Per-token latency of decoding interventions (SPEC section 9: SGRS <= 1.6x greedy; LocoRE <= 1.05x).
+"""Per-token latency of decoding interventions (docs/interventions.md, "Benchmark": SGRS <= 1.6x greedy; LocoRE <= 1.05x).
 
 Model: Llama-shaped, 4 layers, hidden 256, 8 heads, vocab 32000, random weights (~20.6M params) built in this
 script (no tokenizer needed: the prompt is random token ids, and there is no EOS so every method generates

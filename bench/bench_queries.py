@@ -1,4 +1,4 @@
-"""Query benchmark (SPEC section 9: the binned-curve query over 10 million (token, layer) rows in <= 2 s on
+"""Query benchmark (docs/analysis.md, "Benchmark": the binned-curve query over 10 million (token, layer) rows in <= 2 s on
 2 cores).
 
 Generates a synthetic run with the real schema and the real writer's Parquet settings
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from saliency_lab.store.catalog import open_catalog
-from saliency_lab.store.synthetic import SyntheticSpec, make_run
+from saliency_lab.testing.synthetic import SyntheticSpec, make_run
 
 
 def folder_bytes(path: Path) -> int:

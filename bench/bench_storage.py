@@ -1,6 +1,6 @@
 """Storage cost of a capture: bytes on disk per (output token, layer) of the summary tables.
 
-SPEC section 9 bar: samples + tokens + saliency Parquet bytes / (output tokens x layers) <= 40.
+Target (docs/capture.md, "Cost"): samples + tokens + saliency Parquet bytes / (output tokens x layers) <= 40.
 
 A real capture on tiny random Llama models (hidden 64, vocab of the tiny tokenizer) with as many layers as
 real LVLMs have (LLaVA-1.5-7B: 32, Qwen2-VL-7B: 28): per-token costs (the tokens table, the samples row) are
@@ -128,7 +128,7 @@ def main() -> None:
               f"{r['seconds']:>9.1f}")
     print("B/(token,layer) = samples+tokens+saliency bytes / (output tokens x layers); worst case: same with "
           "full-entropy saliency floats")
-    print("bar (SPEC 9): <= 40 bytes per (token, layer) of samples+tokens+saliency")
+    print("target: <= 40 bytes per (token, layer) of samples+tokens+saliency")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 

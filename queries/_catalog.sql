@@ -1,6 +1,6 @@
 -- _catalog.sql: macros over the catalog views (runs, samples, tokens, saliency, candidates, rows, decisions,
 -- labels, label_metrics). Loaded by saliency_lab.store.catalog after the views exist; every named query in
--- this folder builds on these. Definitions follow SPEC sections 2 and 4:
+-- this folder builds on these. Definitions follow docs/capture.md ("How saliency is computed", "Layout on disk"):
 --   normalized prev         prev / norm
 --   Eq. 6 out_mean          out_sum / (norm * step), step >= 1 (null at step 0: no prior output keys)
 --   token score S(x_P)      mean over target layers of the per-layer value

@@ -64,7 +64,7 @@ def validate_layers(layers: Sequence[int] | None, n_layers: int | None, flag: st
 
 @dataclass(frozen=True)
 class ManifestSample:
-    """One manifest line (SPEC section 5)."""
+    """One manifest line (docs/capture.md, "The manifest")."""
 
     sample_id: str
     prompt: str

@@ -1,4 +1,5 @@
-"""Reading JSONL input files (manifests, captions, POPE questions and answers, human labels) line by line.
+"""Reading JSONL input files (manifests, captions, POPE questions and answers, human labels) line by line,
+and `jsonable`, the plain-JSON copy every result file is written through.
 
 Every reader of the package goes through `iter_jsonl`, so a bad file fails the same way everywhere: one
 SaliencyLabError line naming the file (and line) and the fix. Blank lines are skipped (a trailing newline or
@@ -8,6 +9,7 @@ a spacer line is harmless); line numbers count them, so they match what an edito
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -40,7 +42,9 @@ def iter_jsonl(
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise SaliencyLabError(f"{name}: not UTF-8 text ({exc.reason}); save the {what} file as UTF-8") from None
+        raise SaliencyLabError(
+            f"{name}: not UTF-8 text ({exc.reason}); save the {what} file as UTF-8"
+        ) from None
     except OSError as exc:
         check = f"check the {flag} path" if flag else "check the path"
         raise SaliencyLabError(f"{name}: cannot read {what} ({exc.strerror or exc}); {check}") from None
@@ -51,7 +55,29 @@ def iter_jsonl(
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise SaliencyLabError(f"{at(lineno)}: {bad_json} ({exc.msg} at column {exc.colno}); {hint}") from None
+            raise SaliencyLabError(
+                f"{at(lineno)}: {bad_json} ({exc.msg} at column {exc.colno}); {hint}"
+            ) from None
         if not isinstance(obj, dict):
             raise SaliencyLabError(f"{at(lineno)}: expected a JSON object, got {type(obj).__name__}; {hint}")
         yield lineno, obj
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain-JSON copy of nested results: NaN/inf become null, numpy scalars become Python numbers."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if hasattr(obj, "to_dicts"):  # a Polars DataFrame, without importing Polars here
+        return jsonable(obj.to_dicts())
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        try:
+            obj = obj.item()
+        except (TypeError, ValueError):
+            pass
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

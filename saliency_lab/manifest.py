@@ -1,4 +1,4 @@
-"""Reading and validating capture manifests (JSONL, one sample per line; SPEC section 5).
+"""Reading and validating capture manifests (JSONL, one sample per line; docs/capture.md, "The manifest").
 
 The whole file is validated before a capture starts, so a bad line aborts the run before anything is
 written and never leaves a half-filled dataset behind. Every error names the file, the line and the fix.
@@ -36,6 +36,7 @@ class Manifest:
 
 
 def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

@@ -1,4 +1,4 @@
-"""A progress bar with rate and ETA for long work (SPEC section 5); `quiet=True` silences it."""
+"""A progress bar with rate and ETA for long work (docs/capture.md, "Flags": --quiet); `quiet=True` silences it."""
 
 from __future__ import annotations
 

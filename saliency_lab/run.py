@@ -1,4 +1,4 @@
-"""`capture(cfg)`: run generation + saliency capture over a manifest into a Parquet dataset (SPEC 4-5).
+"""`capture(cfg)`: run generation + saliency capture over a manifest into a Parquet dataset (docs/capture.md).
 
 The model is loaded once; the samples of this process's shard are captured one by one, buffered and written
 as atomic parts (`store.writer`). Any exception raised while capturing one sample (SampleError: missing or
@@ -98,6 +98,7 @@ def default_run_id(cfg: CaptureConfig, manifest: Manifest) -> str:
 
 
 def enabled_tables(cfg: CaptureConfig) -> list[str]:
+    """The tables a capture with this configuration writes."""
     tables = ["samples", "tokens", "saliency"]
     if cfg.saliency.candidates > 0:
         tables.append("candidates")

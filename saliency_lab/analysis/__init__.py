@@ -1,4 +1,4 @@
-"""Analysis of saliency datasets (SPEC section 7): binned hallucination curves, significance tests against
+"""Analysis of saliency datasets (docs/analysis.md): binned hallucination curves, significance tests against
 attention-only baselines, failure cases and offline SGRS calibration.
 
 Public API (stable names; the HTML report builds on them):

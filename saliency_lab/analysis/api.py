@@ -47,6 +47,8 @@ def _layers_param(layers: list[int] | None) -> str:
 
 
 def target_layers(n_layers: int | None, layers: list[int] | None) -> list[int] | None:
+    """The layers a token score averages: `layers` when given (sorted), else the upper half of
+    `n_layers` (None when the layer count is unknown)."""
     if layers:
         return sorted(int(x) for x in layers)
     return list(range(n_layers // 2, n_layers)) if n_layers else None
@@ -204,6 +206,7 @@ def _default_layer_sets(cat: Catalog) -> list[tuple[str, list[int]]]:
         raise SaliencyLabError(f"runs have different layer counts {sorted(map(str, ns))}; "
                                "give layer sets explicitly (--layer-sets '2,3;0,1,2,3')")
     n = ns.pop()
+    assert n is not None  # checked above
     sets = [("upper_half", list(range(n // 2, n))), ("all", list(range(n))), ("last", [n - 1])]
     seen, out = set(), []
     for name, ls in sets:
@@ -221,7 +224,7 @@ def calibrate(runs: RunsArg, labels: str, config: CalibrationConfig | None = Non
         _check_labelset(cat, labels)
         sets = ([(",".join(map(str, s)), sorted(int(x) for x in s)) for s in cfg.layer_sets]
                 if cfg.layer_sets else _default_layer_sets(cat))
-        has_cand = cat.con.execute("SELECT count(*) FROM candidates").fetchone()[0] > 0
+        has_cand = (cat.con.execute("SELECT count(*) FROM candidates").fetchone() or (0,))[0] > 0
         for name, layers in sets:
             params = {"layers": _layers_param(layers), "normalization": cfg.normalization, "score": cfg.score}
             toks = cat.query("replay_tokens", {**params, "labels": labels})

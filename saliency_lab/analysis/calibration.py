@@ -1,4 +1,4 @@
-"""Offline SGRS calibration (SPEC section 7): replay recorded generations and ask, for each threshold
+"""Offline SGRS calibration (docs/analysis.md, "`saliency-lab calibrate`"): replay recorded generations and ask, for each threshold
 setting, which tokens SGRS would have rejected.
 
 Replay rule, at output step P of a sample (steps in decoding order):
@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
 
-GRID_SCHEMA = {
+GRID_SCHEMA: dict[str, Any] = {
     "alpha": pl.Float64, "window": pl.Int64, "layer_set": pl.String, "layers": pl.List(pl.Int64),
     "n_halluc": pl.Int64, "n_correct": pl.Int64, "n_tokens": pl.Int64, "n_scored": pl.Int64,
     "recall": pl.Float64, "false_rejection_rate": pl.Float64, "expected_resamples": pl.Float64,
@@ -49,6 +50,7 @@ class ReplayData:
 
     @classmethod
     def from_frames(cls, tokens: pl.DataFrame, candidates: pl.DataFrame | None = None) -> ReplayData:
+        """Replay arrays from the replay_tokens query (and replay_candidates, when recorded)."""
         tokens = tokens.sort(["run_id", "sample_id", "step"])
         key = tokens.select(pl.concat_str(["run_id", "sample_id"], separator="\x00")).to_series().to_numpy()
         _, group = np.unique(key, return_inverse=True)
@@ -108,6 +110,7 @@ def replay(data: ReplayData, alpha: float, window: int, max_resample: int = 3,
         out["all_below_rate"] = math.nan
         return out
     ct, cp, csc = data.cand_tok, data.cand_pos, data.cand_score
+    assert cp is not None and csc is not None  # set together with cand_tok
     ctau = tau[ct]
     passes = ~np.isnan(csc) & (np.where(np.isnan(csc), 0.0, csc) >= ctau)
     n = len(tau)
@@ -129,6 +132,7 @@ def replay(data: ReplayData, alpha: float, window: int, max_resample: int = 3,
 
 def grid_rows(data: ReplayData, layer_set: str, layers: list[int], alphas: list[float],
               windows: list[int], max_resample: int) -> list[dict]:
+    """One metrics row per (alpha, window) for one layer set, the grid `calibrate` writes."""
     rows = []
     for w in windows:
         hist = history_mean(data.group, data.score, int(w))

@@ -11,7 +11,7 @@ from saliency_lab.errors import SaliencyLabError
 Score = Literal["out_mean", "prev"]
 Normalization = Literal["row", "none", "matrix"]
 
-#: Attention-only measures compared against saliency in every analysis (SPEC section 7).
+#: Attention-only measures compared against saliency in every analysis (docs/analysis.md, "`saliency-lab analyze`").
 #: attn_out: head-mean post-softmax attention mass from the query row to prior output keys, averaged over
 #: the target layers. lookback_ratio: Lookback-Lens-style context share = mass on system+image+prompt over
 #: all mass; since post-softmax rows sum to 1 over keys, context mass = 1 - attn_out (docs/analysis.md).
@@ -20,6 +20,8 @@ ATTENTION_MEASURES = ("attn_out", "lookback_ratio")
 
 @dataclass
 class AnalysisConfig:
+    """Settings of `analyze` (each one is recorded in the result files)."""
+
     score: Score = "out_mean"  # token score: Eq. 6 mean over prior outputs, or normalized prev
     layers: list[int] | None = None  # target layers; None = upper half (layer >= n_layers // 2), per run
     bins: int = 10
@@ -33,6 +35,7 @@ class AnalysisConfig:
     first_subtoken_only: bool = False  # keep only subtoken 0 of each labeled mention
 
     def validate(self) -> AnalysisConfig:
+        """Check every setting; return self."""
         _check_choice("score", self.score, ("out_mean", "prev"))
         _check_choice("binning", self.binning, ("equal", "quantile"))
         _check_choice("normalization", self.normalization, ("row", "none", "matrix"))
@@ -44,11 +47,14 @@ class AnalysisConfig:
         return self
 
     def to_json(self) -> dict[str, Any]:
+        """The settings as a JSON object."""
         return asdict(self)
 
 
 @dataclass
 class CalibrationConfig:
+    """Settings of `calibrate`: the grid searched and the false-rejection budget."""
+
     alphas: list[float] = field(default_factory=lambda: [round(0.1 * i, 2) for i in range(1, 16)])
     windows: list[int] = field(default_factory=lambda: [1, 2, 3, 5, 8, 12])
     # Target-layer sets to try; None = [upper half, all layers, last layer] of the (first) run.
@@ -60,6 +66,7 @@ class CalibrationConfig:
     first_subtoken_only: bool = False
 
     def validate(self) -> CalibrationConfig:
+        """Check every setting; return self."""
         _check_choice("score", self.score, ("out_mean", "prev"))
         _check_choice("normalization", self.normalization, ("row", "none", "matrix"))
         if not self.alphas or any(a < 0 for a in self.alphas):
@@ -73,6 +80,7 @@ class CalibrationConfig:
         return self
 
     def to_json(self) -> dict[str, Any]:
+        """The settings as a JSON object (the `config` field of calibration.json)."""
         return asdict(self)
 
 

@@ -3,9 +3,11 @@ low, ranked, with their surrounding text (queries/failure_cases.sql) and per-lay
 
 from __future__ import annotations
 
+from typing import Any
+
 import polars as pl
 
-FAILURE_SCHEMA = {
+FAILURE_SCHEMA: dict[str, Any] = {
     "run_id": pl.String, "kind": pl.String, "rank": pl.Int64, "sample_id": pl.String, "step": pl.Int32,
     "token_text": pl.String, "object": pl.String, "label": pl.Int8, "score": pl.Float64,
     "context": pl.String, "layers": pl.List(pl.Int16), "layer_scores": pl.List(pl.Float64),

@@ -22,7 +22,6 @@ baseline ('attn_out', 'lookback_ratio'). AUROC everywhere is the probability tha
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,26 +29,10 @@ from typing import Any
 import polars as pl
 
 from saliency_lab.analysis.config import AnalysisConfig, CalibrationConfig
+from saliency_lab.jsonl import jsonable
+from saliency_lab.store.calibration import CALIBRATION_JSON, Calibration
 
-
-def jsonable(obj: Any) -> Any:
-    """Plain-JSON copy of nested results: NaN/inf become null, numpy scalars become Python numbers."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, pl.DataFrame):
-        return jsonable(obj.to_dicts())
-    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
-        try:
-            obj = obj.item()
-        except (TypeError, ValueError):
-            pass
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
+__all__ = ["AnalysisResult", "CalibrationResult", "jsonable"]
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -75,6 +58,7 @@ class AnalysisResult:
     TABLES = ("label_means", "curve", "layer_profile", "failures")
 
     def to_json(self) -> dict[str, Any]:
+        """The summary, tests and configuration as a JSON object."""
         payload: dict[str, Any] = {
             "labels": self.labels,
             "config": self.config.to_json(),
@@ -112,27 +96,31 @@ class CalibrationResult:
     has_candidates: bool
     runs: list[str] = field(default_factory=list)
 
-    def to_json(self) -> dict[str, Any]:
-        return jsonable(
-            {
-                "recommended": self.recommended,
-                "recommended_metrics": self.recommended_metrics,
-                "within_budget": self.within_budget,
-                "budget": self.config.budget,
-                "has_candidates": self.has_candidates,
-                "labels": self.labels,
-                "runs": [str(r) for r in self.runs],
-                "config": self.config.to_json(),
-                "frontier": self.frontier,
-                "grid": self.grid,
-            }
+    def to_calibration(self, source: str = "") -> Calibration:
+        """This result as the calibration.json document class (what `write` writes)."""
+        return Calibration(
+            recommended=dict(self.recommended),
+            recommended_metrics=dict(self.recommended_metrics),
+            within_budget=self.within_budget,
+            budget=self.config.budget,
+            has_candidates=self.has_candidates,
+            score=self.config.score,
+            labels=self.labels,
+            runs=[str(r) for r in self.runs],
+            config=self.config.to_json(),
+            frontier=self.frontier,
+            grid=self.grid,
+            source=source,
         )
+
+    def to_json(self) -> dict[str, Any]:
+        """The calibration.json document."""
+        return self.to_calibration().to_json()
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
         """Write calibration.json (recommended + frontier + grid) and grid.parquet."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        paths = {"json": out / "calibration.json", "grid": out / "calibration_grid.parquet"}
-        _write_json(paths["json"], self.to_json())
+        paths = {"json": self.to_calibration().write(out / CALIBRATION_JSON), "grid": out / "calibration_grid.parquet"}
         self.grid.write_parquet(paths["grid"])
         return paths

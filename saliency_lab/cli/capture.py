@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from saliency_lab.config import (
     SGRSConfig,
 )
 from saliency_lab.errors import EXIT_NO_SAMPLE, SaliencyLabError
+from saliency_lab.store.calibration import Calibration
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -45,6 +45,7 @@ def _steps(text: str) -> list[int]:
 
 
 def register(subparsers: Any) -> None:
+    """Add the `capture` subcommand and its flags."""
     p = subparsers.add_parser(
         "capture",
         help="generate over a manifest and record per-token, per-layer saliency into a Parquet dataset",
@@ -108,42 +109,11 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run_capture)
 
 
-def read_calibration(path: Path) -> dict[str, Any]:
-    """The "recommended" block of a calibration.json, validated."""
-    where = f"--calibration {path}"
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SaliencyLabError(f"{where}: file not found; pass the calibration.json written by "
-                               "`saliency-lab calibrate`") from None
-    except (OSError, ValueError) as exc:
-        raise SaliencyLabError(f"{where}: not valid JSON ({exc}); pass the calibration.json written by "
-                               "`saliency-lab calibrate`") from None
-    rec = doc.get("recommended") if isinstance(doc, dict) else None
-    if not isinstance(rec, dict):
-        raise SaliencyLabError(f"{where}: no \"recommended\" object; pass the calibration.json written by "
-                               "`saliency-lab calibrate`")
-    out: dict[str, Any] = {}
-    if rec.get("alpha") is not None:
-        if not isinstance(rec["alpha"], (int, float)) or isinstance(rec["alpha"], bool):
-            raise SaliencyLabError(f"{where}: recommended.alpha must be a number")
-        out["alpha"] = float(rec["alpha"])
-    if rec.get("window") is not None:
-        if not isinstance(rec["window"], int) or isinstance(rec["window"], bool) or rec["window"] < 1:
-            raise SaliencyLabError(f"{where}: recommended.window must be an integer >= 1")
-        out["window"] = rec["window"]
-    if rec.get("layers") is not None:
-        layers = rec["layers"]
-        if not isinstance(layers, list) or not all(isinstance(x, int) and x >= 0 for x in layers):
-            raise SaliencyLabError(f"{where}: recommended.layers must be a list of layer numbers")
-        out["layers"] = list(layers)
-    return out
-
-
 def config_from_args(args: argparse.Namespace) -> CaptureConfig:
+    """The CaptureConfig the flags ask for: defaults, then a --calibration file, then explicit flags."""
     sgrs = SGRSConfig()
     if args.calibration is not None:
-        for key, value in read_calibration(args.calibration).items():
+        for key, value in Calibration.read(args.calibration).sgrs_settings().items():
             setattr(sgrs, key, value)
     # Explicit flags override the calibration file.
     for flag, key in (("sgrs_alpha", "alpha"), ("sgrs_window", "window"), ("sgrs_k", "k"),
@@ -204,6 +174,7 @@ def decay_from_args(args: argparse.Namespace, strategy: str):
 
 
 def run_capture(args: argparse.Namespace) -> int:
+    """Run `saliency-lab capture`; print where the run was written and its summary."""
     from saliency_lab.run import capture
 
     cfg = config_from_args(args)

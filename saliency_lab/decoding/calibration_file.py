@@ -1,5 +1,6 @@
 """SGRS settings from a `calibration.json` written by `saliency-lab calibrate` (Python API side of
-`capture --calibration FILE`; the file is validated by the same reader the CLI uses)."""
+`capture --calibration FILE`; the file is read and validated by `saliency_lab.store.calibration.Calibration`,
+the same reader the CLI uses)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from saliency_lab.config import SGRSConfig
+from saliency_lab.store.calibration import Calibration
 
 
 def load_calibration(path: str | Path) -> dict[str, Any]:
     """The validated "recommended" block: a subset of {"alpha", "window", "layers"}."""
-    from saliency_lab.cli.capture import read_calibration
-
-    return read_calibration(Path(path))
+    return Calibration.read(path).sgrs_settings()
 
 
 def sgrs_config_from_calibration(path: str | Path, base: SGRSConfig | None = None) -> SGRSConfig:

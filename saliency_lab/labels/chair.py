@@ -1,6 +1,6 @@
 """CHAIR object-hallucination scoring (Rohrbach et al. 2018), the variant used by OPERA / VCD / HALC.
 
-Pipeline per caption (SPEC section 6):
+Pipeline per caption (docs/labels.md, "CHAIR"):
 1. lower-case, sentence-split, word-tokenize, keeping character spans (`tokenize.word_spans`);
 2. each word -> singular noun lemma (lemminflect), except words already in the synonym table;
 3. greedy left-to-right merge of two-word phrases (`phrase_table`);
@@ -138,6 +138,7 @@ class ChairExtractor:
         return merged
 
     def mentions(self, caption: str) -> list[Mention]:
+        """Object mentions of a caption (character span, word, category), in caption order."""
         merged = self.words(caption)
         if any(w == "toilet" for w, _, _ in merged):
             merged = [t for t in merged if t[0] != "seat"]
@@ -149,10 +150,12 @@ class ChairExtractor:
         return out
 
     def categories(self, caption: str) -> set[str]:
+        """The object categories a caption mentions."""
         return {m.category for m in self.mentions(caption)}
 
 
 def count_words(caption: str) -> int:
+    """Number of words (with at least one letter or digit) in a caption."""
     return sum(1 for w in word_spans(caption) if any(c.isalnum() for c in w.text))
 
 
@@ -164,6 +167,8 @@ def norm_image_id(image_id: object) -> str:
 
 def score_caption(extractor: ChairExtractor, key: str, image_id: object, caption: str,
                   ground_truth: Mapping[str, set[str]], gt_source: str) -> CaptionResult:
+    """CHAIR for one caption: its mentions, each marked hallucinated when its category is not in the
+    image's ground truth; an image missing from the ground truth is an error."""
     iid = norm_image_id(image_id)
     if iid not in ground_truth:
         raise SaliencyLabError(

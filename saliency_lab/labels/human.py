@@ -17,7 +17,7 @@ from pathlib import Path
 from saliency_lab.errors import SaliencyLabError
 from saliency_lab.jsonl import iter_jsonl
 from saliency_lab.labels.join import SpanLabel, StepLabel
-from saliency_lab.labels.runread import RunData
+from saliency_lab.labels.runread import RunTokens
 
 
 @dataclass
@@ -51,7 +51,8 @@ def _int(v: object, what: str, where: str) -> int:
     return v
 
 
-def read_human_labels(path: str | Path, run: RunData) -> HumanLabels:
+def read_human_labels(path: str | Path, run: RunTokens) -> HumanLabels:
+    """Validate a human labels JSONL file against the run's samples and tokens."""
     p = Path(path)
     out = HumanLabels()
     span_where: dict[str, list[tuple[int, int, str]]] = {}

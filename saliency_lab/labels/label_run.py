@@ -22,7 +22,7 @@ from saliency_lab.labels.groundtruth import resolve_ground_truth
 from saliency_lab.labels.human import read_human_labels
 from saliency_lab.labels.join import LabelRows, SpanLabel, join_spans, write_labelset
 from saliency_lab.labels.pope import first_word_span, parse_answer, pope_metrics_by_split
-from saliency_lab.labels.runread import RunData, read_run
+from saliency_lab.labels.runread import RunTokens, read_run
 from saliency_lab.labels.synonyms import load_synonyms
 
 
@@ -34,7 +34,7 @@ class LabelResult:
     info: dict
 
 
-def _finish(run: RunData, name: str, rows: LabelRows, source: str, metrics: dict, config: dict) -> LabelResult:
+def _finish(run: RunTokens, name: str, rows: LabelRows, source: str, metrics: dict, config: dict) -> LabelResult:
     info = {"labelset": name, "source": source, "run_id": run.run_id, "metrics": metrics, "config": config}
     pq_path, js_path = write_labelset(run.path, name, rows, info)
     return LabelResult(pq_path, js_path, len(rows), info)
@@ -43,6 +43,7 @@ def _finish(run: RunData, name: str, rows: LabelRows, source: str, metrics: dict
 def label_chair(run_dir: str | Path, *, ground_truth: str | None = None, instances: str | None = None,
                 coco_captions: str | None = None, synonyms: str | None = None,
                 name: str = "chair") -> LabelResult:
+    """Label object-mention tokens with CHAIR and write labels/<name>.parquet and .json."""
     run = read_run(run_dir)
     table = load_synonyms(synonyms)
     needed = {norm_image_id(s.image_id) for s in run.samples.values() if s.image_id is not None}
@@ -72,6 +73,7 @@ def label_chair(run_dir: str | Path, *, ground_truth: str | None = None, instanc
 
 
 def label_pope(run_dir: str | Path, *, parser: str = "reference", name: str = "pope") -> LabelResult:
+    """Label POPE answer tokens (1 = the parsed answer is wrong) and write labels/<name>.parquet and .json."""
     run = read_run(run_dir)
     parse_answer("", parser)  # validates the parser name before any work
     rows = LabelRows(run.run_id, "pope")
@@ -96,6 +98,7 @@ def label_pope(run_dir: str | Path, *, parser: str = "reference", name: str = "p
 
 
 def label_human(run_dir: str | Path, *, file: str, name: str = "human") -> LabelResult:
+    """Label tokens from a human labels file (spans or steps) and write labels/<name>.parquet and .json."""
     run = read_run(run_dir)
     human = read_human_labels(file, run)
     rows = LabelRows(run.run_id, "human")

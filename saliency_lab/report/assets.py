@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any
 
 import altair as alt
 import jinja2
 
 from saliency_lab.errors import SaliencyLabError
+from saliency_lab.resources import shipped_dir
 
-#: The templates folder shipped in the repository (``reports/``), found relative to the package.
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "reports"
 DEFAULT_TEMPLATE = "report.html.j2"
+#: The templates folder (the repository's ``reports/``, shipped inside the package by a wheel).
+TEMPLATES_DIR = shipped_dir("reports", DEFAULT_TEMPLATE)
 STYLESHEET = "report.css"
 
 
@@ -33,13 +35,16 @@ def vega_bundle() -> str:
     import vl_convert as vlc
 
     wanted = _vegalite_minor()
-    available = getattr(vlc, "get_vegalite_versions", lambda: [])()
-    bundle = vlc.javascript_bundle(vl_version=wanted) if wanted in available else vlc.javascript_bundle()
+    available: list[str] = getattr(vlc, "get_vegalite_versions", lambda: [])()
+    # vl_convert's stub marks `snippet` required, but the function has a default (the global-exports snippet).
+    js_bundle: Any = vlc.javascript_bundle
+    bundle = js_bundle(vl_version=wanted) if wanted in available else js_bundle()
     # A literal "</script" inside the JavaScript would end the element early; "<\/" is the same string in JS.
     return bundle.replace("</script", "<\\/script").replace("</SCRIPT", "<\\/SCRIPT")
 
 
 def template_environment(templates_dir: Path | None = None) -> jinja2.Environment:
+    """The Jinja2 environment over the templates folder (default: the shipped reports/)."""
     folder = Path(templates_dir) if templates_dir else TEMPLATES_DIR
     if not (folder / DEFAULT_TEMPLATE).is_file():
         raise SaliencyLabError(
@@ -57,6 +62,7 @@ def template_environment(templates_dir: Path | None = None) -> jinja2.Environmen
 
 
 def stylesheet(templates_dir: Path | None = None) -> str:
+    """The report stylesheet text (empty when the folder has none)."""
     folder = Path(templates_dir) if templates_dir else TEMPLATES_DIR
     path = folder / STYLESHEET
     return path.read_text(encoding="utf-8") if path.is_file() else ""

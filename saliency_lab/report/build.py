@@ -1,4 +1,4 @@
-"""`build_report`: one self-contained HTML file for one or more runs (SPEC section 5, `saliency-lab report`).
+"""`build_report`: one self-contained HTML file for one or more runs (docs/report.md, `saliency-lab report`).
 
 The page inlines the Vega/Vega-Lite/vega-embed bundle once and embeds each chart's Vega-Lite spec; it loads
 nothing from the network (a Content-Security-Policy in the page forbids it). Numbers come from
@@ -7,7 +7,6 @@ nothing from the network (a Content-Security-Policy in the page forbids it). Num
 
 from __future__ import annotations
 
-import glob
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -20,16 +19,10 @@ from saliency_lab import __version__
 from saliency_lab.errors import SaliencyLabError, os_error
 from saliency_lab.report import assets
 from saliency_lab.report.config import ReportConfig
-from saliency_lab.report.data import RunData, find_labelset, load_run
+from saliency_lab.report.data import RunData, find_labelset, load_runs
 from saliency_lab.report.page import Charts, Section
 from saliency_lab.report.scores import default_layers, labeled_scores, token_scores
-from saliency_lab.report.sections_extra import (
-    Calibration,
-    calibration_from_result,
-    calibration_section,
-    compare_section,
-    load_calibration,
-)
+from saliency_lab.report.sections_extra import calibration_section, compare_section
 from saliency_lab.report.sections_run import failure_cases, maps_section, summary_section
 from saliency_lab.report.sections_stats import (
     NEEDS_LABELS,
@@ -38,30 +31,7 @@ from saliency_lab.report.sections_stats import (
     layers_section,
     means_section,
 )
-
-
-def _expand(runs: Sequence[str | Path] | str | Path) -> list[Path]:
-    items = [runs] if isinstance(runs, str | Path) else list(runs)
-    out: list[Path] = []
-    for item in items:
-        text = str(item)
-        if any(c in text for c in "*?["):
-            matches = sorted(Path(m).parent for m in glob.glob(str(Path(text) / "run.json")))
-            if not matches:
-                raise SaliencyLabError(f"{text}: the pattern matches no run folder (none holds run.json)")
-            out.extend(matches)
-        else:
-            out.append(Path(text))
-    if not out:
-        raise SaliencyLabError("no runs given; pass one or more run folders (each holding run.json)")
-    seen: set[Path] = set()
-    unique = []
-    for p in out:
-        key = p.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(p)
-    return unique
+from saliency_lab.store.calibration import Calibration
 
 
 def _analyze(paths: list[Path], labelset: str, cfg: ReportConfig) -> Any:
@@ -75,7 +45,7 @@ def _analyze(paths: list[Path], labelset: str, cfg: ReportConfig) -> Any:
 def _calibration(paths: list[Path], labelset: str | None, cfg: ReportConfig, missing: str
                  ) -> tuple[Calibration | None, str | None]:
     if cfg.calibration is not None:
-        return load_calibration(cfg.calibration), None
+        return Calibration.read(cfg.calibration), None
     if not labelset:
         return None, missing
     if not cfg.compute_calibration:
@@ -88,7 +58,7 @@ def _calibration(paths: list[Path], labelset: str | None, cfg: ReportConfig, mis
         res = calibrate([str(paths[0])], labelset, CalibrationConfig(score=cfg.score))
     except SaliencyLabError as exc:  # e.g. labels of one kind only: say so in the page, keep the rest
         return None, f"SGRS calibration could not run: {exc}"
-    return calibration_from_result(res, f"computed by the report on {paths[0]} (labels {labelset})"), None
+    return res.to_calibration(f"computed by the report on {paths[0]} (labels {labelset})"), None
 
 
 def build_report(runs: Sequence[str | Path] | str | Path, out_html: str | Path,
@@ -99,11 +69,7 @@ def build_report(runs: Sequence[str | Path] | str | Path, out_html: str | Path,
     out = Path(out_html)
     if out.is_dir():
         raise SaliencyLabError(f"-o {out}: is a folder; give the report's file name, e.g. {out / 'report.html'}")
-    paths = _expand(runs)
-    data = [load_run(p) for p in paths]
-    ids = [r.run_id for r in data]
-    if len(set(ids)) != len(ids):
-        raise SaliencyLabError(f"two runs share a run_id ({', '.join(ids)}); report runs with distinct ids")
+    data = load_runs(runs)
     _check_inputs(data, cfg)
     labelset = find_labelset(data, cfg.labels)
     with_set = [r for r in data if labelset and labelset in r.labelsets]
@@ -115,7 +81,7 @@ def build_report(runs: Sequence[str | Path] | str | Path, out_html: str | Path,
         missing = (f"The label set {labelset!r} has no labeled tokens in "
                    f"{', '.join(r.run_id for r in with_set)} (e.g. CHAIR found no object mentions in the "
                    "captions), so there is nothing to compare; label other samples or use human labels.")
-    result = _analyze(labeled, labelset, cfg) if labeled else None
+    result = _analyze(labeled, labelset, cfg) if labeled and labelset else None
     cal, cal_missing = _calibration(labeled, labelset if labeled else None, cfg, missing)
 
     layers_by_run = {r.run_id: _score_layers(r, cfg, result) for r in data}
@@ -126,7 +92,7 @@ def build_report(runs: Sequence[str | Path] | str | Path, out_html: str | Path,
     with_rows = [r for r in data if r.has_rows()]
     scores = token_scores(with_rows, labelset, cfg.layers, cfg.score) if with_rows and not cfg.samples else {}
 
-    dist = labeled_scores([str(p) for p in labeled], labelset, cfg.layers, cfg.score) if result else None
+    dist = labeled_scores([str(p) for p in labeled], labelset, cfg.layers, cfg.score) if result and labelset else None
     charts = Charts()
     sections: list[Section] = [summary_section(data, labelset, result.summary if result else None)]
     sections += [means_section(result, cfg.score, charts, missing),

@@ -114,7 +114,7 @@ def saliency_map_chart(cells: Sequence[dict[str, Any]], order: Sequence[str], ha
     halluc_list = list(halluc)
     # Vega expression: is this axis label one of the hallucinated tokens?
     cond = f"indexof({_js_list(halluc_list)}, datum.value) >= 0"
-    axis_common = {"labelFontSize": 10, "labelLimit": 140}
+    axis_common: dict[str, Any] = {"labelFontSize": 10, "labelLimit": 140}
     chart = alt.Chart(_data(cells)).mark_rect().encode(
         x=alt.X("key:N", sort=list(order), title="prior output token",
                 axis=alt.Axis(labelAngle=-60, labelColor={"condition": {"test": cond, "value": "#c0392b"},

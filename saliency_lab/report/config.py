@@ -11,10 +11,12 @@ from saliency_lab.errors import SaliencyLabError
 
 @dataclass
 class ReportConfig:
+    """Settings of `build_report`."""
+
     labels: str | None = None  # labelset name; None = 'chair' when present, else the first one found
     samples: list[str] | None = None  # sample ids for saliency maps; None = chosen automatically
     n_auto_samples: int = 1  # automatic maps of each kind (clearest hallucination, clearest correct)
-    score: Literal["out_mean", "prev"] = "out_mean"  # the token score (SPEC section 7)
+    score: Literal["out_mean", "prev"] = "out_mean"  # the token score (docs/analysis.md, "Conventions that change numbers")
     layers: list[int] | None = None  # target layers; None = upper half of the layers
     n_bootstrap: int = 1000  # AUROC bootstrap resamples in the analysis
     n_failures: int = 6  # failure cases of each kind shown per run
@@ -25,6 +27,7 @@ class ReportConfig:
     templates_dir: str | Path | None = None  # folder with report.html.j2 + report.css (default: reports/)
 
     def validate(self) -> ReportConfig:
+        """Check every setting; return self."""
         if self.score not in ("out_mean", "prev"):
             raise SaliencyLabError(f"score={self.score!r}: choose out_mean or prev")
         if self.n_failures < 0 or self.n_auto_samples < 0:
@@ -34,6 +37,7 @@ class ReportConfig:
         return self
 
     def to_json(self) -> dict[str, Any]:
+        """The settings as a JSON object."""
         out = asdict(self)
         for key in ("calibration", "templates_dir"):
             if out[key] is not None:

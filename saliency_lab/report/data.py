@@ -1,5 +1,6 @@
-"""Reading what a report shows straight from a run folder (SPEC section 4): run.json, samples, tokens,
-rows and the label sets. Statistics never come from here; they come from `saliency_lab.analysis`."""
+"""Reading what a report shows straight from a run folder (layout: docs/capture.md): samples, tokens, rows
+and the label sets, over a run opened by the store's one reader (`saliency_lab.store.runs`, which also reads
+run.json). Statistics never come from here; they come from `saliency_lab.analysis`."""
 
 from __future__ import annotations
 
@@ -12,12 +13,11 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from saliency_lab.errors import SaliencyLabError
-from saliency_lab.store.schema import check_schema_version
+from saliency_lab.store.runs import Run, RunsArg, open_run, open_runs
 
 
-def _read_table(run_dir: Path, table: str, columns: list[str] | None = None) -> pl.DataFrame | None:
-    folder = run_dir / table
-    parts = sorted(folder.glob("shard=*/part-*.parquet"))
+def _read_table(run: Run, table: str, columns: list[str] | None = None) -> pl.DataFrame | None:
+    parts = run.files(table)
     if not parts:
         return None
     frames = [pl.read_parquet(p, columns=columns) for p in parts]
@@ -28,8 +28,7 @@ def _read_table(run_dir: Path, table: str, columns: list[str] | None = None) -> 
 class RunData:
     """One run as the report needs it. Tables are loaded once, lazily where they can be large."""
 
-    path: Path
-    meta: dict[str, Any]
+    run: Run
     samples: pl.DataFrame
     tokens: pl.DataFrame
     labelsets: dict[str, Path] = field(default_factory=dict)
@@ -37,14 +36,28 @@ class RunData:
     _has_rows: bool = False
 
     @property
+    def path(self) -> Path:
+        """The run folder."""
+        return self.run.path
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The run's run.json."""
+        return self.run.info
+
+    @property
     def run_id(self) -> str:
-        return str(self.meta.get("run_id") or self.path.name)
+        """The run's id (run.json, else the folder name)."""
+        return self.run.run_id
 
     @property
     def n_layers(self) -> int | None:
-        model = self.meta.get("model") or {}
-        value = model.get("n_layers")
-        return int(value) if value is not None else None
+        """Layer count recorded in run.json, if any."""
+        return self.run.n_layers
+
+    def parts(self, table: str) -> list[Path]:
+        """The committed part files of `table`."""
+        return [Path(p) for p in self.run.files(table)]
 
     def rows_mode(self) -> str | None:
         """'output' / 'all' when the run captured saliency rows, else None."""
@@ -55,8 +68,9 @@ class RunData:
         return "output" if self.has_rows() else None
 
     def has_rows(self) -> bool:
+        """Whether the run stored saliency rows (checked once)."""
         if not self._rows_checked:
-            self._has_rows = any((self.path / "rows").glob("shard=*/part-*.parquet"))
+            self._has_rows = bool(self.parts("rows"))
             self._rows_checked = True
         return self._has_rows
 
@@ -64,23 +78,26 @@ class RunData:
         """The saliency rows of one sample (all layers), or None when the run has none."""
         if not self.has_rows():
             return None
-        parts = sorted((self.path / "rows").glob("shard=*/part-*.parquet"))
+        parts = self.parts("rows")
         frame = pl.scan_parquet(parts).filter(pl.col("sample_id") == sample_id).collect()
         return frame if frame.height else None
 
     def saliency_for(self, sample_id: str) -> pl.DataFrame | None:
-        parts = sorted((self.path / "saliency").glob("shard=*/part-*.parquet"))
+        """row_l2 per (step, layer) of one sample, or None when the run has no saliency table."""
+        parts = self.parts("saliency")
         if not parts:
             return None
         cols = ["sample_id", "step", "layer", "row_l2"]
         return pl.scan_parquet(parts).filter(pl.col("sample_id") == sample_id).select(cols).collect()
 
-    def label_table(self, labelset: str) -> pl.DataFrame | None:
-        path = self.labelsets.get(labelset)
+    def label_table(self, labelset: str | None) -> pl.DataFrame | None:
+        """The rows of one label set, or None when the run does not have it."""
+        path = self.labelsets.get(labelset) if labelset else None
         return pl.read_parquet(path) if path else None
 
-    def n_labeled(self, labelset: str) -> int:
-        path = self.labelsets.get(labelset)
+    def n_labeled(self, labelset: str | None) -> int:
+        """Number of labeled tokens in one label set (0 when absent)."""
+        path = self.labelsets.get(labelset) if labelset else None
         return pq.ParquetFile(path).metadata.num_rows if path else 0
 
     def label_metrics(self, labelset: str) -> dict[str, Any]:
@@ -97,31 +114,30 @@ class RunData:
             return {}
 
 
-def load_run(path: str | Path) -> RunData:
-    run_dir = Path(path)
-    meta_path = run_dir / "run.json"
-    if not meta_path.is_file():
-        raise SaliencyLabError(
-            f"{run_dir}: no run.json here; pass a run folder (the one holding run.json) made by `saliency-lab capture`"
-        )
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise SaliencyLabError(f"{meta_path}: not valid JSON ({exc}); re-run the capture or fix the file") from exc
-    check_schema_version(meta.get("schema_version"), str(run_dir))
-    samples = _read_table(run_dir, "samples")
+def _from_run(run: Run) -> RunData:
+    samples = _read_table(run, "samples")
     if samples is None:
-        raise SaliencyLabError(f"{run_dir}: the run has no samples table yet; wait for the capture to commit a sample")
+        raise SaliencyLabError(f"{run.location}: the run has no samples table yet; wait for the capture to commit a sample")
     tokens = _read_table(
-        run_dir, "tokens", ["sample_id", "step", "token_text", "char_start", "char_end", "logprob"]
+        run, "tokens", ["sample_id", "step", "token_text", "char_start", "char_end", "logprob"]
     )
     if tokens is None:
         tokens = pl.DataFrame(
             schema={"sample_id": pl.Utf8, "step": pl.Int32, "token_text": pl.Utf8,
                     "char_start": pl.Int32, "char_end": pl.Int32, "logprob": pl.Float32}
         )
-    labelsets = {p.stem: p for p in sorted((run_dir / "labels").glob("*.parquet"))}
-    return RunData(path=run_dir, meta=meta, samples=samples, tokens=tokens, labelsets=labelsets)
+    labelsets = {name: Path(p) for name, p in run.labelsets().items()}
+    return RunData(run=run, samples=samples, tokens=tokens, labelsets=labelsets)
+
+
+def load_run(path: str | Path) -> RunData:
+    """One run folder as the report reads it."""
+    return _from_run(open_run(path))
+
+
+def load_runs(runs: RunsArg) -> list[RunData]:
+    """Run folders or globs (a folder named twice is read once) as the report reads them."""
+    return [_from_run(r) for r in open_runs(runs, same_folder_once=True)]
 
 
 def find_labelset(runs: list[RunData], wanted: str | None) -> str | None:

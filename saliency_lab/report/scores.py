@@ -13,7 +13,7 @@ def default_layers(run: RunData) -> list[int]:
     """Upper half of the layers (layer >= n_layers // 2), the toolkit's default target layers."""
     n = run.n_layers
     if n is None:
-        parts = sorted((run.path / "saliency").glob("shard=*/part-*.parquet"))
+        parts = run.parts("saliency")
         if not parts:
             return []
         n = int(pl.scan_parquet(parts).select(pl.col("layer").max()).collect().item()) + 1

@@ -2,61 +2,20 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from saliency_lab.errors import SaliencyLabError
 from saliency_lab.report import charts as ch
 from saliency_lab.report import tables as tb
 from saliency_lab.report.data import RunData
 from saliency_lab.report.page import Charts, Section
 from saliency_lab.report.sections_run import run_counts
-
-
-@dataclass
-class Calibration:
-    """A calibration result from `calibrate` or read back from calibration.json, in one shape."""
-
-    grid: pl.DataFrame
-    frontier: pl.DataFrame
-    recommended: dict[str, Any]
-    recommended_metrics: dict[str, Any]
-    budget: float | None
-    within_budget: bool | None
-    has_candidates: bool | None
-    source: str
-
-
-def calibration_from_result(res: Any, source: str) -> Calibration:
-    return Calibration(grid=res.grid, frontier=res.frontier, recommended=dict(res.recommended or {}),
-                       recommended_metrics=dict(res.recommended_metrics or {}), budget=res.config.budget,
-                       within_budget=res.within_budget, has_candidates=res.has_candidates, source=source)
-
-
-def load_calibration(path: str | Path) -> Calibration:
-    p = Path(path)
-    if p.is_dir():
-        p = p / "calibration.json"
-    if not p.is_file():
-        raise SaliencyLabError(f"{path}: no calibration.json found; run `saliency-lab calibrate R --labels chair "
-                               "--out DIR` and pass DIR or DIR/calibration.json to --calibration")
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-        grid = pl.DataFrame(doc["grid"], infer_schema_length=None)
-        frontier = pl.DataFrame(doc.get("frontier") or [], infer_schema_length=None)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SaliencyLabError(f"{p}: not a calibration.json written by `saliency-lab calibrate` ({exc})") from None
-    return Calibration(grid=grid, frontier=frontier, recommended=dict(doc.get("recommended") or {}),
-                       recommended_metrics=dict(doc.get("recommended_metrics") or {}), budget=doc.get("budget"),
-                       within_budget=doc.get("within_budget"), has_candidates=doc.get("has_candidates"),
-                       source=str(p))
+from saliency_lab.store.calibration import Calibration
 
 
 def calibration_section(cal: Calibration | None, why_missing: str | None, charts: Charts) -> Section:
+    """The SGRS calibration section: frontier chart, recommended setting, frontier table."""
     sec = Section("calibration", "SGRS calibration",
                   intro="Offline replay of SGRS: at each step tau = alpha × mean score of the last W accepted "
                         "tokens; a token would be rejected when its score < tau. Each point is one (alpha, W, "
@@ -65,7 +24,7 @@ def calibration_section(cal: Calibration | None, why_missing: str | None, charts
     if cal is None:
         sec.needs = why_missing or "No calibration results."
         return sec
-    rec = {**cal.recommended, **cal.recommended_metrics}
+    rec = {**(cal.recommended or {}), **cal.recommended_metrics}
     point = {k: rec.get(k) for k in ("recall", "false_rejection_rate")}
     if "layers" in rec and isinstance(rec["layers"], list):
         point["layers"] = ",".join(str(x) for x in rec["layers"])
@@ -80,7 +39,7 @@ def calibration_section(cal: Calibration | None, why_missing: str | None, charts
                                       "--sgrs-window W --sgrs-layers L`."))
     front = cal.frontier
     if front.height:
-        cols = [c for c in ("alpha", "window", "layer_set", "recall", "false_rejection_rate", "expected_resamples",
+        cols: list[str] = [c for c in ("alpha", "window", "layer_set", "recall", "false_rejection_rate", "expected_resamples",
                             "all_below_rate") if c in front.columns]
         t = tb.Table(key="calibration-frontier", title="Frontier settings", columns=cols)
         sort_col = "false_rejection_rate" if "false_rejection_rate" in cols else cols[0]
@@ -93,6 +52,7 @@ def calibration_section(cal: Calibration | None, why_missing: str | None, charts
 
 def compare_section(runs: list[RunData], result: Any, labelset: str | None, score: str, charts: Charts
                     ) -> Section | None:
+    """The side-by-side section for two or more runs (None for a single run)."""
     if len(runs) < 2:
         return None
     sec = Section("compare", "Runs side by side",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import polars as pl
 
@@ -21,6 +22,7 @@ _SKIP_METRIC_TYPES = (list, tuple)
 
 
 def run_counts(run: RunData) -> dict[str, Any]:
+    """Sample and token counts of one run, for the summary table."""
     s = run.samples
     ok = s.filter(pl.col("status") == "ok")
     n_out = ok["n_output"].drop_nulls()
@@ -30,13 +32,14 @@ def run_counts(run: RunData) -> dict[str, Any]:
         "samples ok": ok.height,
         "samples with errors": s.height - ok.height,
         "output tokens": run.tokens.height,
-        "mean output tokens per sample": float(n_out.mean()) if n_out.len() else None,
-        "mean seconds per sample": float(secs.mean()) if secs.len() else None,
+        "mean output tokens per sample": cast(float, n_out.mean()) if n_out.len() else None,
+        "mean seconds per sample": cast(float, secs.mean()) if secs.len() else None,
         "saliency rows stored": run.rows_mode() or "no (capture with --rows output for maps)",
     }
 
 
 def summary_section(runs: list[RunData], labelset: str | None, analysis_summary: dict[str, Any] | None) -> Section:
+    """The run summary section: run.json facts, counts and label metrics per run."""
     sec = Section("summary", "Run summary",
                   intro="What each run is (from run.json), how many samples it holds, and its label metrics.")
     for run in runs:
@@ -81,8 +84,9 @@ def summary_section(runs: list[RunData], labelset: str | None, analysis_summary:
 
 
 def maps_section(runs: list[RunData], charts: Charts, layers_by_run: dict[str, list[int]],
-                 halluc_by_run: dict[str, pl.DataFrame | None], scores_by_run: dict[str, pl.DataFrame | None],
+                 halluc_by_run: dict[str, pl.DataFrame | None], scores_by_run: Mapping[str, pl.DataFrame | None],
                  chosen: list[str] | None, n_auto: int, max_steps: int) -> Section:
+    """The saliency-map section: chosen or automatically picked samples of each run with stored rows."""
     sec = Section("maps", "Saliency maps",
                   intro="Like the paper's Fig. 2/3: each row is a generated token, each column a prior output "
                         "token; colour is the row-normalized saliency S_raw/‖row‖₂ averaged over the score "
@@ -104,7 +108,8 @@ def maps_section(runs: list[RunData], charts: Charts, layers_by_run: dict[str, l
             unknown = [s for s in chosen if s not in ok_ids]
             if unknown:
                 sec.note(f"{run.run_id}: no ok sample named {', '.join(unknown)}")
-            picks = [(s, "chosen with --samples", None) for s in chosen if s in ok_ids]
+            picks: list[tuple[str, str, int | None]] = [(s, "chosen with --samples", None) for s in chosen
+                                                        if s in ok_ids]
         else:
             picks = pick_samples(scores_by_run.get(run.run_id), ok_ids, n_each=n_auto)
         for sid, reason, focus in picks:

@@ -1,4 +1,4 @@
-"""Open saliency runs as DuckDB views and Polars LazyFrames (SPEC section 4, "Derived quantities").
+"""Open saliency runs as DuckDB views and Polars LazyFrames (docs/analysis.md, "SQL over runs").
 
     cat = open_catalog(["runs/baseline", "runs/sgrs-*"])
     cat.sql("SELECT * FROM token_scores(layers := [2, 3]) LIMIT 5").pl()
@@ -24,135 +24,25 @@ import json
 import os
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import duckdb
 import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from saliency_lab.errors import IncompleteRunWarning, SaliencyLabError
 from saliency_lab.store.integrity import file_sha256, run_problems
-from saliency_lab.store.schema import PARTITIONED_TABLES, SCHEMAS, check_schema_version
+from saliency_lab.store.runs import Run, open_runs
+from saliency_lab.store.schema import PARTITIONED_TABLES, SCHEMAS
 from saliency_lab.store.sqlfiles import QueryContext, catalog_sql_path, load_query, set_params
-
-_GLOB_CHARS = set("*?[")
 
 # Statements that would write files, reach other databases or fetch code; everything else runs inside the
 # sandbox, whose locked settings already stop reads outside the runs.
 _REFUSED = {"COPY": "COPY", "EXPORT": "EXPORT DATABASE", "COPY_DATABASE": "COPY FROM DATABASE",
             "ATTACH": "ATTACH", "DETACH": "DETACH", "LOAD": "INSTALL/LOAD", "EXTENSION": "extension statements"}
-
-
-@dataclass
-class RunRef:
-    """One opened run: where it lives and what its run.json says."""
-
-    location: str  # local folder or URI, as given (globs expanded)
-    info: dict[str, Any]
-    fs: pafs.FileSystem | None = None  # None = local path read natively
-    base: str = ""  # path inside `fs`
-
-    @property
-    def run_id(self) -> str:
-        return str(self.info.get("run_id") or Path(self.location.rstrip("/")).name)
-
-    @property
-    def n_layers(self) -> int | None:
-        n = (self.info.get("model") or {}).get("n_layers")
-        return int(n) if n is not None else None
-
-    def files(self, table: str) -> list[str]:
-        """Committed part files of `table` (paths for local runs, URIs' inner paths for remote ones)."""
-        if self.fs is None:
-            pattern = os.path.join(globlib.escape(self.location), table, "shard=*", "part-*.parquet")
-            return sorted(globlib.glob(pattern))
-        sel = pafs.FileSelector(f"{self.base}/{table}", allow_not_found=True, recursive=True)
-        return sorted(
-            i.path for i in self.fs.get_file_info(sel)
-            if i.type == pafs.FileType.File and i.base_name.startswith("part-") and i.path.endswith(".parquet")
-            and "/shard=" in i.path
-        )
-
-    def label_files(self) -> list[str]:
-        if self.fs is None:
-            return sorted(globlib.glob(os.path.join(globlib.escape(self.location), "labels", "*.parquet")))
-        sel = pafs.FileSelector(f"{self.base}/labels", allow_not_found=True)
-        return sorted(i.path for i in self.fs.get_file_info(sel)
-                      if i.type == pafs.FileType.File and i.path.endswith(".parquet")
-                      and not i.base_name.startswith("."))
-
-    def read_text(self, path: str) -> str:
-        if self.fs is None:
-            return Path(path).read_text(encoding="utf-8")
-        with self.fs.open_input_stream(path) as fh:
-            return fh.read().decode("utf-8")
-
-    def join(self, *parts: str) -> str:
-        return os.path.join(self.location, *parts) if self.fs is None else "/".join([self.base, *parts])
-
-
-def _is_uri(s: str) -> bool:
-    return "://" in s
-
-
-def _load_run(location: str) -> RunRef:
-    fs, base = None, ""
-    if _is_uri(location):
-        try:
-            fs, base = pafs.FileSystem.from_uri(location)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
-            raise SaliencyLabError(f"{location}: cannot open this URI with pyarrow ({exc}); "
-                                   "use a local path or a filesystem pyarrow supports") from None
-        base = base.rstrip("/")
-    ref = RunRef(location=location, info={}, fs=fs, base=base)
-    path = ref.join("run.json")
-    try:
-        text = ref.read_text(path)
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        raise SaliencyLabError(
-            f"{location}: not a run (no run.json); pass the run folder, the one holding run.json") from None
-    except OSError as exc:
-        raise SaliencyLabError(f"{path}: unreadable ({exc})") from None
-    try:
-        info = json.loads(text)
-    except ValueError as exc:
-        raise SaliencyLabError(f"{path}: not valid JSON ({exc}); restore it from the capture") from None
-    if not isinstance(info, dict):
-        raise SaliencyLabError(f"{path}: not a JSON object; restore it from the capture")
-    check_schema_version(info.get("schema_version"), path)
-    ref.info = info
-    return ref
-
-
-def resolve_runs(runs: Iterable[str | Path] | str | Path) -> list[RunRef]:
-    """Expand globs and open every run; clear errors for paths that are not runs or duplicate run ids."""
-    if isinstance(runs, (str, Path)):
-        runs = [runs]
-    locations: list[str] = []
-    for item in runs:
-        s = str(item)
-        if not _is_uri(s) and _GLOB_CHARS & set(s):
-            matches = [m for m in sorted(globlib.glob(s)) if os.path.isfile(os.path.join(m, "run.json"))]
-            if not matches:
-                raise SaliencyLabError(f"{s}: the pattern matches no run folder (none holds a run.json)")
-            locations += matches
-        else:
-            locations.append(s)
-    if not locations:
-        raise SaliencyLabError("no runs given; pass one or more run folders (the ones holding run.json)")
-    refs = [_load_run(loc) for loc in locations]
-    seen: dict[str, str] = {}
-    for r in refs:
-        if r.run_id in seen:
-            raise SaliencyLabError(f"{r.location}: run_id {r.run_id!r} is also the id of {seen[r.run_id]}; "
-                                   "open runs with distinct run ids")
-        seen[r.run_id] = r.location
-    return refs
 
 
 def _no_half(t: pa.DataType) -> pa.DataType:
@@ -185,7 +75,7 @@ def _flatten(prefix: str, obj: Any, out: list[tuple[str, Any]]) -> None:
         out.append((prefix, obj))
 
 
-def _runs_table(refs: Sequence[RunRef]) -> pa.Table:
+def _runs_table(refs: Sequence[Run]) -> pa.Table:
     def g(d: Any, *keys: str) -> Any:
         for k in keys:
             d = d.get(k) if isinstance(d, dict) else None
@@ -209,7 +99,7 @@ def _runs_table(refs: Sequence[RunRef]) -> pa.Table:
     return pa.table({k: pa.array(v, type=types.get(k, pa.string())) for k, v in rows.items()})
 
 
-def _labels_tables(refs: Sequence[RunRef]) -> tuple[pa.Table, pa.Table]:
+def _labels_tables(refs: Sequence[Run]) -> tuple[pa.Table, pa.Table]:
     """All labelsets of all runs (with a labelset column) and their metrics in long form."""
     pieces = []
     metrics: dict[str, list] = {k: [] for k in ("run_id", "labelset", "source", "metric", "value", "value_text")}
@@ -248,7 +138,7 @@ def _labels_tables(refs: Sequence[RunRef]) -> tuple[pa.Table, pa.Table]:
     return labels, mt
 
 
-def _check_label_pair(r: RunRef, parquet: str, meta: str, doc: Any) -> None:
+def _check_label_pair(r: Run, parquet: str, meta: str, doc: Any) -> None:
     """labels/<name>.json pins the sha256 of the Parquet file written with it: a `label` killed between the
     two renames (new labels, old metrics, or the reverse) is refused instead of read as one label set."""
     want = doc.get("labels_sha256") if isinstance(doc, dict) else None
@@ -280,7 +170,7 @@ def sql_error(exc: Exception) -> SaliencyLabError:
 _WARNED: set[tuple[str, str]] = set()
 
 
-def _warn_incomplete(refs: Sequence[RunRef]) -> None:
+def _warn_incomplete(refs: Sequence[Run]) -> None:
     for r in refs:
         if r.fs is not None:
             continue
@@ -297,7 +187,7 @@ class Catalog:
     """A sandboxed DuckDB connection with the views and macros over a set of runs."""
 
     def __init__(self, runs: Iterable[str | Path] | str | Path, threads: int | None = None):
-        self.runs = resolve_runs(runs)
+        self.runs = open_runs(runs)
         _warn_incomplete(self.runs)
         self.con = duckdb.connect(":memory:")
         self.con.execute("SET enable_progress_bar = false")
@@ -393,7 +283,7 @@ class Catalog:
                 if n is not None:
                     n_layers[run_id] = int(n)
         # From the files, not the rows: an empty label set (CHAIR found no mention) is still a label set.
-        names = {os.path.basename(p)[: -len(".parquet")] for r in self.runs for p in r.label_files()}
+        names = {name for r in self.runs for name in r.labelsets()}
         return QueryContext(n_layers, names)
 
     def query(self, name: str, params: dict[str, str] | None = None) -> pl.DataFrame:
@@ -407,6 +297,7 @@ class Catalog:
             raise SaliencyLabError(f"query {name}: {str(exc).splitlines()[0]}") from None
 
     def close(self) -> None:
+        """Close the DuckDB connection."""
         self.con.close()
 
     def __enter__(self) -> Catalog:
@@ -417,13 +308,19 @@ class Catalog:
 
 
 def open_catalog(runs: Iterable[str | Path] | str | Path, threads: int | None = None) -> Catalog:
+    """Open runs (folders, URIs or globs) as a Catalog."""
     return Catalog(runs, threads=threads)
+
+
+def _frame(table: pa.Table) -> pl.DataFrame:
+    # pl.from_arrow is typed DataFrame | Series; a Table always gives a DataFrame
+    return cast(pl.DataFrame, pl.from_arrow(table))
 
 
 def scan_tables(runs: Iterable[str | Path] | str | Path) -> dict[str, pl.LazyFrame]:
     """Polars LazyFrames over the same files as the DuckDB views: the partitioned tables, `labels`
     (with a labelset column) and `runs`. Absent tables are empty frames of the right schema."""
-    refs = resolve_runs(runs)
+    refs = open_runs(runs)
     out: dict[str, pl.LazyFrame] = {}
     for table in PARTITIONED_TABLES:
         frames = []
@@ -436,11 +333,11 @@ def scan_tables(runs: Iterable[str | Path] | str | Path) -> dict[str, pl.LazyFra
                     pads.dataset(files, filesystem=r.fs, format="parquet", schema=SCHEMAS[table])))
             else:
                 frames.append(pl.scan_parquet(files, hive_partitioning=False,
-                                              schema=pl.from_arrow(SCHEMAS[table].empty_table()).schema))
+                                              schema=_frame(SCHEMAS[table].empty_table()).schema))
         out[table] = (pl.concat(frames, how="vertical") if frames
-                      else pl.from_arrow(SCHEMAS[table].empty_table()).lazy())
+                      else _frame(SCHEMAS[table].empty_table()).lazy())
     labels, metrics = _labels_tables(refs)
-    out["labels"] = pl.from_arrow(labels).lazy()
-    out["label_metrics"] = pl.from_arrow(metrics).lazy()
-    out["runs"] = pl.from_arrow(_runs_table(refs)).lazy()
+    out["labels"] = _frame(labels).lazy()
+    out["label_metrics"] = _frame(metrics).lazy()
+    out["runs"] = _frame(_runs_table(refs)).lazy()
     return out

@@ -1,4 +1,5 @@
-"""run.json: what a run is and how it was made (SPEC section 4).
+"""run.json: what a run is and how it was made (docs/capture.md, "run.json"); written here, read by
+`saliency_lab.store.runs`.
 
 Several shard processes may start a run at the same moment, so run.json is created with an exclusive
 create-or-compare: the first process writes it atomically (hard link of a fully written temporary file),
@@ -18,9 +19,10 @@ from typing import Any
 from saliency_lab import __version__
 from saliency_lab.config import CaptureConfig
 from saliency_lab.errors import SaliencyLabError
-from saliency_lab.store.schema import SCHEMA_VERSION, check_schema_version
+from saliency_lab.store.runs import RUN_JSON, read_run_info
+from saliency_lab.store.schema import SCHEMA_VERSION
 
-RUN_JSON = "run.json"
+__all__ = ["CONVENTIONS", "RUN_JSON", "build_run_info", "read_run_info", "write_or_check_run_info"]
 
 # Fields that may differ between the processes filling one run (they do not change the numbers, or they
 # describe the process rather than the run). Everything else must match exactly.
@@ -62,21 +64,6 @@ def build_run_info(
         "shards": int(cfg.shard[1]),
         "conventions": dict(CONVENTIONS),
     }
-
-
-def read_run_info(run_dir: str | Path) -> dict[str, Any]:
-    """Read <run_dir>/run.json and refuse datasets with a newer schema_version."""
-    path = Path(run_dir) / RUN_JSON
-    if not path.exists():
-        raise SaliencyLabError(f"{run_dir}: no run.json; pass the run folder (the one holding run.json)")
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise SaliencyLabError(f"{path}: unreadable ({exc}); restore it or capture into a new --run-id") from None
-    if not isinstance(info, dict):
-        raise SaliencyLabError(f"{path}: not a JSON object; restore it or capture into a new --run-id")
-    check_schema_version(info.get("schema_version"), str(path))
-    return info
 
 
 def _comparable(info: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Every Arrow schema of a saliency-lab run, and the schema version.
 
-This module is the single owner of the on-disk format (SPEC section 4). Writers build tables with
+This module is the single owner of the on-disk format (docs/capture.md, "Layout on disk"). Writers build tables with
 `empty_table` / `table_from_columns`; readers check `schema_version` in run.json against
 `SCHEMA_VERSION` with `check_schema_version`.
 
@@ -179,6 +179,7 @@ def schema_for(table: str) -> pa.Schema:
 
 
 def empty_table(table: str) -> pa.Table:
+    """A table's schema with no rows."""
     return schema_for(table).empty_table()
 
 

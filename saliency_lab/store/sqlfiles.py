@@ -26,6 +26,7 @@ from typing import Any
 import duckdb
 
 from saliency_lab.errors import SaliencyLabError
+from saliency_lab.resources import shipped_dir
 
 _PARAM_RE = re.compile(
     r"^--\s*param\s+(?P<name>\w+)\s+(?P<type>VARCHAR|INTEGER\[\]|INTEGER|DOUBLE|BOOLEAN)\s*=\s*"
@@ -40,15 +41,15 @@ _NAME_RE = re.compile(r"^[A-Za-z][\w-]*$")
 
 
 def queries_dir() -> Path:
-    """queries/ at the repository root (editable install), else one shipped inside the package."""
-    pkg = Path(__file__).resolve().parents[1]
-    for cand in (pkg.parent / "queries", pkg / "queries"):
-        if (cand / "_catalog.sql").is_file():
-            return cand
-    raise SaliencyLabError(f"cannot find the queries/ folder next to {pkg}; reinstall saliency-lab")
+    """The named queries: shipped inside the package by a wheel, else queries/ at the repository root."""
+    folder = shipped_dir("queries", "_catalog.sql")
+    if not (folder / "_catalog.sql").is_file():
+        raise SaliencyLabError(f"cannot find the queries/ folder ({folder}); reinstall saliency-lab")
+    return folder
 
 
 def catalog_sql_path() -> Path:
+    """The catalog's macros (queries/_catalog.sql)."""
     return queries_dir() / "_catalog.sql"
 
 
@@ -62,6 +63,8 @@ class QueryContext:
 
 @dataclass
 class Param:
+    """One parameter of a named query, from its `-- param` header line."""
+
     name: str
     type: str
     default: str
@@ -98,6 +101,7 @@ class Param:
         return float(n - 1), f" (run {run!r} has {n} layers)"
 
     def convert(self, raw: str) -> Any:
+        """The typed value of a --param string (NULL or empty = not set); bad values are one-line errors."""
         raw = raw.strip()
         if raw.upper() == "NULL":
             return None
@@ -124,6 +128,8 @@ class Param:
 
 @dataclass
 class NamedQuery:
+    """A named query file: its header (purpose, parameters) and SQL."""
+
     name: str
     path: Path
     purpose: str
@@ -146,6 +152,7 @@ class NamedQuery:
         return out
 
     def usage(self) -> str:
+        """The query's help text: purpose and one line per parameter."""
         lines = [f"{self.name}: {self.purpose}"]
         for p in self.params.values():
             choices = f" {{{'|'.join(p.choices)}}}" if p.choices else ""
@@ -155,6 +162,7 @@ class NamedQuery:
 
 
 def parse_query(path: Path) -> NamedQuery:
+    """Read a query file and parse its header."""
     text = path.read_text(encoding="utf-8")
     purpose, params = "", {}
     for line in text.splitlines():
@@ -182,10 +190,12 @@ def _num(x: float) -> str:
 
 
 def list_queries() -> list[NamedQuery]:
+    """Every named query (files starting with _ are not queries)."""
     return [parse_query(p) for p in sorted(queries_dir().glob("*.sql")) if not p.name.startswith("_")]
 
 
 def load_query(name: str) -> NamedQuery:
+    """The named query `name`; an unknown name lists the available ones."""
     if not _NAME_RE.match(name):
         raise SaliencyLabError(f"query name {name!r}: use a name from queries/ (letters, digits, _ and -)")
     path = queries_dir() / f"{name}.sql"

@@ -1,4 +1,4 @@
-"""Append-only, atomic Parquet writer for one shard of a run (SPEC section 4).
+"""Append-only, atomic Parquet writer for one shard of a run (docs/capture.md, "Layout on disk" and "Commit, crash and resume").
 
 Layout: ``<run_dir>/<table>/shard=<k>/part-<n>.parquet`` (hive partitions; DuckDB, Polars, Spark read it as is).
 
@@ -22,6 +22,7 @@ import re
 import socket
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -60,6 +61,7 @@ PARQUET_OPTIONS = {
 
 
 def part_name(n: int) -> str:
+    """File name of part number n."""
     return f"part-{n:05d}.parquet"
 
 
@@ -114,6 +116,7 @@ def conform(name: str, table: pa.Table) -> pa.Table:
 
 
 def sort_table(name: str, table: pa.Table) -> pa.Table:
+    """A table sorted by its sort keys (sample_id, step, layer ...), as parts are written."""
     keys = [(k, "ascending") for k in SORT_KEYS.get(name, ()) if k in table.schema.names]
     if not keys or table.num_rows < 2:
         return table
@@ -129,7 +132,8 @@ class ShardLock:
         self._held = False
 
     def acquire(self) -> None:
-        me = {"host": socket.gethostname(), "pid": os.getpid()}
+        """Take the shard's lock file, or take over a stale one left by a dead process."""
+        me: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
         for _ in range(2):
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -160,6 +164,7 @@ class ShardLock:
         )
 
     def release(self) -> None:
+        """Remove the lock file if this process holds it."""
         if self._held:
             self.path.unlink(missing_ok=True)
             self._held = False
@@ -197,6 +202,7 @@ class ShardWriter:
 
     # -- reading the shard's state -------------------------------------------------------------
     def shard_dir(self, table: str) -> Path:
+        """The folder of this shard's parts of `table`."""
         return self.run_dir / table / f"shard={self.shard}"
 
     def _parts(self, table: str) -> dict[int, Path]:
@@ -259,6 +265,7 @@ class ShardWriter:
     # -- writing -------------------------------------------------------------------------------
     @property
     def pending(self) -> int:
+        """Number of samples buffered and not yet committed."""
         return len(self._buffer)
 
     def add(self, tables: Mapping[str, pa.Table]) -> None:

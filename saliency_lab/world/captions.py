@@ -13,6 +13,7 @@ def _article(word: str) -> str:
 
 
 def caption(scene: Scene) -> str:
+    """The reference caption of a scene (objects in reading order)."""
     phrases = [f"{_article(o.colour)} {o.colour} {o.category}" for o in ordered(scene)]
     if len(phrases) == 1:
         body = phrases[0]
@@ -22,11 +23,12 @@ def caption(scene: Scene) -> str:
 
 
 def question(category: str) -> str:
-    """POPE wording (SPEC section 6)."""
+    """POPE wording (docs/labels.md, "POPE")."""
     return f"Is there a {category} in the image?"
 
 
 def answer(present: bool) -> str:
+    """The reference answer to a yes/no question."""
     return "yes ." if present else "no ."
 
 

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import Counter
+from typing import Any
 
 import torch
 from PIL import Image
 
+from saliency_lab.errors import SaliencyLabError
 from saliency_lab.labels.chair import ChairExtractor, chair_metrics, score_caption
 from saliency_lab.labels.pope import parse_answer, pope_metrics_by_split
 from saliency_lab.labels.synonyms import SynonymTable, parse_synonyms
@@ -23,14 +26,18 @@ from saliency_lab.world.tokenizer import synonyms_text
 
 
 def world_synonyms() -> SynonymTable:
+    """The CHAIR synonym table of the scene world."""
     return parse_synonyms(synonyms_text(), "builtin:shapes-world")
 
 
-def load_checkpoint(model_dir: str):
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
+def load_checkpoint(model_dir: str, flag: str = "--model") -> tuple[Any, Any]:
+    """The model and processor saved in the local folder `model_dir` (never downloads)."""
+    from transformers import AutoProcessor
 
-    processor = AutoProcessor.from_pretrained(model_dir)
-    model = LlavaForConditionalGeneration.from_pretrained(model_dir)
+    from saliency_lab.world.model import load_world_model
+
+    model = load_world_model(model_dir, flag)
+    processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True)
     model.eval()
     return model, processor
 
@@ -56,7 +63,7 @@ def prior_statistics(scenes: list[Scene], results) -> dict:
     """How often an absent partner is named next to its anchor, against any other absent category."""
     n_pa = hits = 0
     other_named = other_slots = 0
-    partner_mentions = Counter()
+    partner_mentions: Counter[str] = Counter()
     hal_total = hal_partner = 0
     for scene, res in zip(scenes, results, strict=True):
         present = set(scene.categories())
@@ -90,6 +97,8 @@ def prior_statistics(scenes: list[Scene], results) -> dict:
 def evaluate_checkpoint(model_dir: str, world: WorldConfig | None = None, seed: int = 1000, n: int = 300,
                         partner_absent_share: float = 0.6, pope_images: int = 100, model_and_processor=None,
                         ) -> dict:
+    """Held-out CHAIR, prior statistics and POPE of a local checkpoint folder (or of a loaded
+    `model_and_processor`)."""
     world = world or WorldConfig()
     model, processor = model_and_processor or load_checkpoint(model_dir)
     scenes = eval_scenes(world, seed, n, partner_absent_share)
@@ -134,6 +143,7 @@ def _ref(scene: Scene) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m saliency_lab.world.evaluate --model DIR`: print (or write) the metrics as JSON."""
     ap = argparse.ArgumentParser(description="Evaluate a scene-world checkpoint (CHAIR, prior statistics, POPE).")
     ap.add_argument("--model", required=True)
     ap.add_argument("--n", type=int, default=300)
@@ -141,7 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="write the metrics JSON here")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
-    m = evaluate_checkpoint(args.model, seed=args.seed, n=args.n)
+    try:
+        m = evaluate_checkpoint(args.model, seed=args.seed, n=args.n)
+    except SaliencyLabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     text = json.dumps(m, indent=1)
     if args.out:
         with open(args.out, "w") as fh:

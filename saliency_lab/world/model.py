@@ -4,6 +4,8 @@ LlavaProcessor (CLIPImageProcessorPil + the word-level tokenizer + chat template
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -18,11 +20,14 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from saliency_lab.errors import SaliencyLabError
 from saliency_lab.world.tokenizer import CHAT_TEMPLATE, IMAGE
 
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """Sizes of the world LLaVA."""
+
     image_size: int = 64
     patch_size: int = 8
     vision_width: int = 128
@@ -36,10 +41,26 @@ class ModelSpec:
     max_positions: int = 256
 
     def to_json(self) -> dict:
+        """The sizes as a JSON object."""
         return asdict(self)
 
 
+def local_checkpoint(path: str, flag: str) -> str:
+    """`path` when it is a local checkpoint folder (one holding config.json), else a one-line error: the
+    scene-world tools load local files only and never contact a model hub."""
+    if not (Path(path) / "config.json").is_file():
+        raise SaliencyLabError(f"{flag} {path}: not a local checkpoint folder (no config.json there); pass the "
+                               "folder a world training run wrote, e.g. datasets/shapes/model")
+    return str(path)
+
+
+def load_world_model(path: str, flag: str) -> LlavaForConditionalGeneration:
+    """The world LLaVA saved at the local folder `path` (`flag` names the option in errors)."""
+    return LlavaForConditionalGeneration.from_pretrained(local_checkpoint(path, flag), local_files_only=True)
+
+
 def build_processor(tokenizer: PreTrainedTokenizerFast, spec: ModelSpec) -> LlavaProcessor:
+    """The LlavaProcessor of the world model (images at the model's size, the world tokenizer)."""
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": spec.image_size},
         crop_size={"height": spec.image_size, "width": spec.image_size},
@@ -56,6 +77,7 @@ def build_processor(tokenizer: PreTrainedTokenizerFast, spec: ModelSpec) -> Llav
 
 
 def build_model(tokenizer: PreTrainedTokenizerFast, spec: ModelSpec, seed: int) -> LlavaForConditionalGeneration:
+    """A freshly initialized world LLaVA (seeded)."""
     vision = CLIPVisionConfig(
         hidden_size=spec.vision_width,
         intermediate_size=spec.vision_width * 4,
@@ -81,7 +103,7 @@ def build_model(tokenizer: PreTrainedTokenizerFast, spec: ModelSpec, seed: int) 
     config = LlavaConfig(
         vision_config=vision,
         text_config=text,
-        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE),
+        image_token_index=cast(int, tokenizer.convert_tokens_to_ids(IMAGE)),  # one token in, one id out
         vision_feature_layer=-1,  # a 3-layer tower: use its last layer, not the penultimate
         vision_feature_select_strategy="default",
         projector_hidden_act="gelu",
@@ -98,6 +120,6 @@ def pixel_values(images: list[Image.Image], processor: LlavaProcessor) -> torch.
     """Fast path for training: the images are already at the model's size, so the processor's resize and
     crop are identities and only rescale + normalize remain (a unit test checks equality with the processor)."""
     ip = processor.image_processor
-    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images]) / 255.0
+    arr: np.ndarray = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images]) / 255.0
     arr = (arr - np.asarray(ip.image_mean, dtype=np.float32)) / np.asarray(ip.image_std, dtype=np.float32)
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()

@@ -90,7 +90,7 @@ def render(scene: Scene, world: WorldConfig) -> tuple[Image.Image, list[list[flo
     """The RGB image and one COCO bbox [x, y, w, h] per object (visible part, in scene.objects order)."""
     s = world.image_size
     rng = np.random.default_rng(scene.noise_seed)
-    img = np.empty((s, s, 3), dtype=np.float32)
+    img: np.ndarray = np.empty((s, s, 3), dtype=np.float32)
     img[:] = np.asarray(world.background, dtype=np.float32)
     img += rng.normal(0.0, world.noise_std, size=(s, s, 1)) + rng.normal(0.0, world.noise_std / 3, size=(s, s, 3))
     boxes = []

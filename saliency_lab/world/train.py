@@ -13,14 +13,23 @@ import argparse
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 
 import torch
 
+from saliency_lab.errors import SaliencyLabError
 from saliency_lab.world.captions import CAPTION_PROMPT, answer, caption, find_example, question
 from saliency_lab.world.cellhead import CellHead, VisionTap, cell_targets
-from saliency_lab.world.model import ModelSpec, build_model, build_processor, pixel_values
+from saliency_lab.world.model import (
+    ModelSpec,
+    build_model,
+    build_processor,
+    load_world_model,
+    local_checkpoint,
+    pixel_values,
+)
 from saliency_lab.world.render import render
 from saliency_lab.world.scenes import CATEGORIES, WorldConfig, sample_scene, scene_rng
 from saliency_lab.world.tokenizer import build_tokenizer, synonyms_text
@@ -28,6 +37,8 @@ from saliency_lab.world.tokenizer import build_tokenizer, synonyms_text
 
 @dataclass
 class TrainConfig:
+    """Settings of one training stage of the world model."""
+
     seed: int = 0
     steps: int = 4000
     batch_size: int = 40
@@ -73,6 +84,7 @@ class ExampleEncoder:
 
 
 def make_batch(cfg: TrainConfig, step: int, enc: ExampleEncoder, processor):
+    """The training batch of `step` (seeded by step, so a resumed stage sees the same data)."""
     rng = scene_rng(cfg.seed, step, stream=2)
     images, seqs, scenes = [], [], []
     for _ in range(cfg.batch_size):
@@ -107,6 +119,7 @@ def make_batch(cfg: TrainConfig, step: int, enc: ExampleEncoder, processor):
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Learning rate at `step`: linear warm-up, then cosine decay to min_lr_ratio x lr."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
@@ -114,6 +127,7 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 
 
 def save(model, processor, out: str, extra: dict | None = None) -> None:
+    """Save model, processor and optional world.json to `out`."""
     os.makedirs(out, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)
@@ -123,15 +137,14 @@ def save(model, processor, out: str, extra: dict | None = None) -> None:
 
 
 def train(cfg: TrainConfig, out: str, log=print) -> dict:
+    """Train one stage and save the checkpoint to `out`; returns its metadata."""
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     tok = build_tokenizer()
     processor = build_processor(tok, cfg.model)
     model = build_model(tok, cfg.model, cfg.seed)
     if cfg.init:
-        from transformers import LlavaForConditionalGeneration
-
-        start = LlavaForConditionalGeneration.from_pretrained(cfg.init)
+        start = load_world_model(cfg.init, "--init")
         model.load_state_dict(start.state_dict(), strict=True)
         del start
     model.train()
@@ -218,6 +231,7 @@ def train_recipe(out: str, recipe: tuple[dict, ...] = SHIPPED_RECIPE, log=print,
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m saliency_lab.world.train --out DIR`: train the world model (the shipped recipe by default)."""
     ap = argparse.ArgumentParser(description="Train the scene world's small LLaVA from scratch on CPU. Without "
                                  "--single it runs the recipe of the shipped checkpoint (SHIPPED_RECIPE).")
     ap.add_argument("--out", required=True, help="output folder for the checkpoint and logs")
@@ -239,6 +253,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--step-offset", type=int, default=0, help="data stream position of step 0")
     ap.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
     args = ap.parse_args(argv)
+    if args.init is not None:
+        try:  # before any training: a wrong path is a one-line error, never a hub lookup
+            local_checkpoint(args.init, "--init")
+        except SaliencyLabError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if args.single:
         cfg = TrainConfig(seed=args.seed, steps=args.steps, batch_size=args.batch_size, threads=args.threads,
                           lr=args.lr, warmup=args.warmup, stop_after=args.stop_after, init=args.init,
@@ -256,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_metrics(model_dir: str, train_seconds: float, n_params: int, seed: int = 0) -> dict:
+    """Evaluate a trained checkpoint and write metrics.json next to it."""
     from saliency_lab.world.evaluate import evaluate_checkpoint
 
     cfg = TrainConfig()

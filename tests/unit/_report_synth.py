@@ -10,8 +10,8 @@ import numpy as np
 import polars as pl
 
 from saliency_lab.store.schema import table_from_columns
-from saliency_lab.store.synthetic import SyntheticSpec, make_run
 from saliency_lab.store.writer import part_name, write_part_atomic
+from saliency_lab.testing.synthetic import SyntheticSpec, make_run
 
 
 def add_rows(run_dir: Path, keys: str = "output") -> None:

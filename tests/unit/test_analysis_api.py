@@ -17,7 +17,7 @@ from saliency_lab.cli import analyze as cli_analyze
 from saliency_lab.cli import query as cli_query
 from saliency_lab.errors import SaliencyLabError
 from saliency_lab.store.catalog import open_catalog
-from saliency_lab.store.synthetic import SyntheticSpec, make_run
+from saliency_lab.testing.synthetic import SyntheticSpec, make_run
 
 
 def main(argv: list[str]) -> int:

@@ -15,7 +15,7 @@ from _analysis_fixtures import read, token_scores
 from saliency_lab.analysis import CalibrationConfig, calibrate
 from saliency_lab.analysis.calibration import ReplayData, history_mean, pareto_mask, recommend, replay
 from saliency_lab.errors import SaliencyLabError
-from saliency_lab.store.synthetic import SyntheticSpec, make_run
+from saliency_lab.testing.synthetic import SyntheticSpec, make_run
 
 # Sample A: scores None, 1.0, 0.5, 0.2, 0.9; sample B: None, 0.1, 0.8.
 TOKENS = pl.DataFrame({

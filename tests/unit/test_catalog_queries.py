@@ -14,8 +14,8 @@ from statsmodels.stats.proportion import proportion_confint
 
 from saliency_lab.store.catalog import open_catalog
 from saliency_lab.store.sqlfiles import list_queries
-from saliency_lab.store.synthetic import SyntheticSpec, make_run
 from saliency_lab.store.writer import write_part_atomic
+from saliency_lab.testing.synthetic import SyntheticSpec, make_run
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from _analysis_fixtures import read, token_scores
 from saliency_lab.errors import SaliencyLabError
 from saliency_lab.store.catalog import open_catalog, scan_tables
 from saliency_lab.store.schema import SCHEMA_VERSION, SCHEMAS
-from saliency_lab.store.synthetic import SyntheticSpec, make_run
+from saliency_lab.testing.synthetic import SyntheticSpec, make_run
 
 
 def one(cat, sql):

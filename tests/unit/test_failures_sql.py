@@ -14,7 +14,7 @@ from saliency_lab.cli import main
 from saliency_lab.errors import IncompleteRunWarning, SaliencyLabError
 from saliency_lab.store.catalog import open_catalog
 from saliency_lab.store.sqlfiles import list_queries
-from saliency_lab.store.synthetic import SyntheticSpec, make_run
+from saliency_lab.testing.synthetic import SyntheticSpec, make_run
 
 
 def tree_hash(folder: Path) -> str:

@@ -6,7 +6,8 @@ import pytest
 
 from saliency_lab.config import CaptureConfig, ModelConfig
 from saliency_lab.errors import SaliencyLabError
-from saliency_lab.store.runinfo import build_run_info, read_run_info, write_or_check_run_info
+from saliency_lab.store.runinfo import build_run_info, write_or_check_run_info
+from saliency_lab.store.runs import read_run_info
 from saliency_lab.store.schema import SCHEMA_VERSION
 
 MODEL_INFO = {"id": "m", "path": "/x/m", "architecture": "LlamaForCausalLM", "weights_sha256": "ab" * 32,

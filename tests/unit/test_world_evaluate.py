@@ -37,3 +37,17 @@ def test_prior_statistics_by_hand():
     assert st["partner_vs_other_ratio"] == pytest.approx(0.5 * 19)
     assert st["hallucinated_mentions"] == 2 and st["hallucinated_mentions_absent_partner"] == 1
     assert st["prior_driven_share"] == 0.5
+
+
+@pytest.mark.parametrize("module, argv", [("evaluate", ["--model", "some-org/not-a-folder"]),
+                                          ("train", ["--out", "OUT", "--init", "some-org/not-a-folder"])])
+def test_world_tools_load_local_files_only(tmp_path, monkeypatch, capsys, module, argv):
+    import importlib
+
+    monkeypatch.chdir(tmp_path)  # a relative id that is no folder here
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # the refusal must not depend on the hub being switched off
+    main = importlib.import_module(f"saliency_lab.world.{module}").main
+    assert main([a.replace("OUT", str(tmp_path / "out")) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "some-org/not-a-folder: not a local checkpoint folder" in err and "\n" not in err
+    assert not (tmp_path / "out").exists()  # nothing trained or written

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -22,15 +23,26 @@ from saliency_lab.store.writer import part_name, sort_table, write_part_atomic
 
 # (word, token pieces, is_object). Two-piece words exercise multi-subtoken mentions.
 _WORDS = [
-    (" a", [" a"], False), (" the", [" the"], False), (" on", [" on"], False), (" with", [" with"], False),
-    (" and", [" and"], False), (" sitting", [" sitt", "ing"], False), (" near", [" near"], False),
-    (" cat", [" cat"], True), (" dog", [" dog"], True), (" table", [" table"], True),
-    (" surfboard", [" surf", "board"], True), (" person", [" person"], True), (" bus", [" bus"], True),
+    (" a", [" a"], False),
+    (" the", [" the"], False),
+    (" on", [" on"], False),
+    (" with", [" with"], False),
+    (" and", [" and"], False),
+    (" sitting", [" sitt", "ing"], False),
+    (" near", [" near"], False),
+    (" cat", [" cat"], True),
+    (" dog", [" dog"], True),
+    (" table", [" table"], True),
+    (" surfboard", [" surf", "board"], True),
+    (" person", [" person"], True),
+    (" bus", [" bus"], True),
 ]
 
 
 @dataclass
 class SyntheticSpec:
+    """Shape of a synthetic run: sizes, label rate and the saliency effect drawn in the upper layers."""
+
     n_samples: int = 24
     min_steps: int = 8
     max_steps: int = 24
@@ -60,9 +72,14 @@ def make_run(root: str | Path, run_id: str = "synth", spec: SyntheticSpec | None
     return run_dir
 
 
-def _captions(rng: np.random.Generator, spec: SyntheticSpec, run_id: str):
-    samples = []
-    per_sample = []
+Piece = tuple[str, int, int, str]  # (text, mention or -1, subtoken, word)
+
+
+def _captions(
+    rng: np.random.Generator, spec: SyntheticSpec, run_id: str
+) -> tuple[list[dict[str, Any]], list[list[Piece]]]:
+    samples: list[dict[str, Any]] = []
+    per_sample: list[list[Piece]] = []
     for i in range(spec.n_samples):
         sid = f"s{i:06d}"
         if i < spec.n_error:
@@ -70,7 +87,7 @@ def _captions(rng: np.random.Generator, spec: SyntheticSpec, run_id: str):
             per_sample.append([])
             continue
         n_target = int(rng.integers(spec.min_steps, spec.max_steps + 1))
-        pieces: list[tuple[str, int, int, str]] = []  # (text, mention or -1, subtoken, word)
+        pieces: list[Piece] = []
         n_mentions = 0
         while len(pieces) < n_target - 1:
             w = int(rng.integers(len(_WORDS)))
@@ -80,23 +97,32 @@ def _captions(rng: np.random.Generator, spec: SyntheticSpec, run_id: str):
             for k, t in enumerate(toks):
                 pieces.append((t, mention, k, word.strip()))
         pieces = pieces[: n_target - 1] + [("", -1, 0, "")]  # EOS: empty text, empty span
-        samples.append({"sample_id": sid, "status": "ok", "text": "".join(p[0] for p in pieces),
-                        "pieces": pieces})
+        samples.append(
+            {"sample_id": sid, "status": "ok", "text": "".join(p[0] for p in pieces), "pieces": pieces}
+        )
         per_sample.append(pieces)
     return samples, per_sample
 
 
-def _tables(rng, spec: SyntheticSpec, run_id: str, samples, per_sample):
-    tok = {k: [] for k in ("sample_id", "step", "token_text", "char_start", "char_end", "mention", "sub", "word")}
+def _tables(
+    rng: np.random.Generator,
+    spec: SyntheticSpec,
+    run_id: str,
+    samples: list[dict[str, Any]],
+    per_sample: list[list[Piece]],
+) -> dict[str, dict[str, Any]]:
+    tok: dict[str, list[Any]] = {
+        k: [] for k in ("sample_id", "step", "token_text", "char_start", "char_end", "mention", "sub", "word")
+    }
     for s, pieces in zip(samples, per_sample, strict=True):
         pos = 0
-        for step, (text, mention, sub, word) in enumerate(pieces):
+        for k, (text, mention_k, sub, word) in enumerate(pieces):
             tok["sample_id"].append(s["sample_id"])
-            tok["step"].append(step)
+            tok["step"].append(k)
             tok["token_text"].append(text)
             tok["char_start"].append(pos)
             tok["char_end"].append(pos + len(text))
-            tok["mention"].append(mention)
+            tok["mention"].append(mention_k)
             tok["sub"].append(sub)
             tok["word"].append(word)
             pos += len(text)
@@ -114,18 +140,28 @@ def _tables(rng, spec: SyntheticSpec, run_id: str, samples, per_sample):
     token_id = np.array([vocab.get(t, 2) for t in tok["token_text"]], dtype=np.int32)
     n_input = 20
     tokens = {
-        "run_id": [run_id] * n, "sample_id": tok["sample_id"], "step": step, "position": step + n_input,
-        "token_id": token_id, "token_text": tok["token_text"], "char_start": tok["char_start"],
-        "char_end": tok["char_end"], "logprob": -rng.exponential(0.7, n).astype(np.float32),
+        "run_id": [run_id] * n,
+        "sample_id": tok["sample_id"],
+        "step": step,
+        "position": step + n_input,
+        "token_id": token_id,
+        "token_text": tok["token_text"],
+        "char_start": tok["char_start"],
+        "char_end": tok["char_end"],
+        "logprob": -rng.exponential(0.7, n).astype(np.float32),
         "entropy": rng.exponential(1.0, n).astype(np.float32),
     }
     sal = _saliency(rng, spec, run_id, tok["sample_id"], step, label)
     lab_mask = label >= 0
     labels = {
-        "run_id": [run_id] * int(lab_mask.sum()), "sample_id": sid[lab_mask].tolist(), "step": step[lab_mask],
-        "label": label[lab_mask], "source": [spec.labelset] * int(lab_mask.sum()),
+        "run_id": [run_id] * int(lab_mask.sum()),
+        "sample_id": sid[lab_mask].tolist(),
+        "step": step[lab_mask],
+        "label": label[lab_mask],
+        "source": [spec.labelset] * int(lab_mask.sum()),
         "object": [w for w, m in zip(tok["word"], lab_mask, strict=True) if m],
-        "mention_id": mention[lab_mask].astype(np.int32), "subtoken": np.asarray(tok["sub"])[lab_mask],
+        "mention_id": mention[lab_mask].astype(np.int32),
+        "subtoken": np.asarray(tok["sub"])[lab_mask],
     }
     out = {"tokens": tokens, "saliency": sal, "labels": labels}
     if spec.n_candidates > 0:
@@ -153,13 +189,15 @@ def _saliency(rng, spec: SyntheticSpec, run_id: str, sample_ids, step, label):
     return {
         "run_id": pa.array([run_id] * (n * n_layers)).dictionary_encode(),
         "sample_id": rep(np.asarray(sample_ids, dtype=object), n_layers),
-        "step": rep(step, n_layers), "layer": np.tile(np.arange(n_layers, dtype=np.int16), n),
+        "step": rep(step, n_layers),
+        "layer": np.tile(np.arange(n_layers, dtype=np.int16), n),
         "sys_sum": rng.exponential(0.2, n * n_layers).astype(np.float32),
         "img_sum": rng.exponential(1.0, n * n_layers).astype(np.float32),
         "prompt_sum": rng.exponential(0.5, n * n_layers).astype(np.float32),
         "out_sum": out_sum.ravel().astype(np.float32),
         "prev": pa.array(prev.ravel().astype(np.float32), mask=~prev_valid),
-        "row_l2": row_l2.ravel().astype(np.float32), "attn_out_sum": attn.ravel().astype(np.float32),
+        "row_l2": row_l2.ravel().astype(np.float32),
+        "attn_out_sum": attn.ravel().astype(np.float32),
     }
 
 
@@ -179,24 +217,34 @@ def _candidates(rng, spec: SyntheticSpec, run_id: str, sal, token_id):
     cand_tok = np.where(rank == 0, token_id[tok_idx], 100 + rank)
     prob = np.sort(rng.dirichlet(np.ones(k), n_tok), axis=1)[:, ::-1]
     return {
-        "run_id": [run_id] * len(idx), "sample_id": np.asarray(sal["sample_id"])[idx], "step": step,
-        "rank": rank, "token_id": cand_tok.astype(np.int32),
-        "prob": prob[tok_idx, rank].astype(np.float32), "layer": np.asarray(sal["layer"])[idx],
-        "out_sum": out_sum.astype(np.float32), "prompt_sum": rng.exponential(0.5, len(idx)).astype(np.float32),
-        "prev": pa.array((lvl * row_l2).astype(np.float32), mask=step < 1), "row_l2": row_l2.astype(np.float32),
+        "run_id": [run_id] * len(idx),
+        "sample_id": np.asarray(sal["sample_id"])[idx],
+        "step": step,
+        "rank": rank,
+        "token_id": cand_tok.astype(np.int32),
+        "prob": prob[tok_idx, rank].astype(np.float32),
+        "layer": np.asarray(sal["layer"])[idx],
+        "out_sum": out_sum.astype(np.float32),
+        "prompt_sum": rng.exponential(0.5, len(idx)).astype(np.float32),
+        "prev": pa.array((lvl * row_l2).astype(np.float32), mask=step < 1),
+        "row_l2": row_l2.astype(np.float32),
     }
 
 
 def _write_tables(run_dir: Path, spec: SyntheticSpec, samples, tables) -> None:
     n_input = 20
     sample_rows = {
-        "run_id": [run_dir.name] * len(samples), "sample_id": [s["sample_id"] for s in samples],
-        "image_id": [str(i) for i in range(len(samples))], "prompt": ["Describe the image."] * len(samples),
+        "run_id": [run_dir.name] * len(samples),
+        "sample_id": [s["sample_id"] for s in samples],
+        "image_id": [str(i) for i in range(len(samples))],
+        "prompt": ["Describe the image."] * len(samples),
         "output_text": [s["text"] for s in samples],
         "n_input": [n_input if s["status"] == "ok" else None for s in samples],
         "n_output": [len(s["pieces"]) if s["status"] == "ok" else None for s in samples],
-        "seg_system": [[0, 5]] * len(samples), "seg_image": [[5, 15]] * len(samples),
-        "seg_prompt": [[15, 20]] * len(samples), "status": [s["status"] for s in samples],
+        "seg_system": [[0, 5]] * len(samples),
+        "seg_image": [[5, 15]] * len(samples),
+        "seg_prompt": [[15, 20]] * len(samples),
+        "status": [s["status"] for s in samples],
         "error": [None if s["status"] == "ok" else "synthetic failure" for s in samples],
         "seconds": [0.1] * len(samples),
     }
@@ -207,8 +255,10 @@ def _write_tables(run_dir: Path, spec: SyntheticSpec, samples, tables) -> None:
     ids = [s["sample_id"] for s in samples]
     per = spec.samples_per_part
     # Every table is in sample order (ids are zero-padded, so sorted): each part is a contiguous slice.
-    bounds = {name: np.asarray(t.column("sample_id").to_numpy(zero_copy_only=False), dtype=str)
-              for name, t in full.items()}
+    bounds = {
+        name: np.asarray(t.column("sample_id").to_numpy(zero_copy_only=False), dtype=str)
+        for name, t in full.items()
+    }
     for part, lo in enumerate(range(0, len(ids), per)):
         first, last = ids[lo], ids[min(lo + per, len(ids)) - 1]
         shard = part % spec.n_shards
@@ -225,8 +275,14 @@ def _write_run_json(run_dir: Path, run_id: str, spec: SyntheticSpec) -> None:
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "toolkit_version": "synthetic",
         "schema_version": SCHEMA_VERSION,
-        "model": {"id": "synthetic", "architecture": "Synthetic", "n_layers": spec.n_layers,
-                  "n_heads": spec.n_heads, "dtype": "float32", "device": "cpu"},
+        "model": {
+            "id": "synthetic",
+            "architecture": "Synthetic",
+            "n_layers": spec.n_layers,
+            "n_heads": spec.n_heads,
+            "dtype": "float32",
+            "device": "cpu",
+        },
         "decoding": {"max_new_tokens": spec.max_steps, "strategy": "greedy", "seed": spec.seed},
         "saliency": {"heads": "sum_abs", "candidates": spec.n_candidates, "rows": None},
         "manifest": {"path": "synthetic", "sha256": ""},
@@ -256,11 +312,11 @@ def _write_labels(run_dir: Path, spec: SyntheticSpec, labels, samples) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m saliency_lab.store.synthetic ROOT [--run-id ID ...]`: write a synthetic run for trying the
+    """`python -m saliency_lab.testing.synthetic ROOT [--run-id ID ...]`: write a synthetic run for trying the
     query and analysis commands without a model."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m saliency_lab.store.synthetic", description=main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m saliency_lab.testing.synthetic", description=main.__doc__)
     ap.add_argument("root", help="folder that receives <root>/<run-id>")
     ap.add_argument("--run-id", default="synth")
     ap.add_argument("--samples", type=int, default=200)
@@ -269,8 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--effect", type=float, default=0.25)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    run = make_run(a.root, a.run_id, SyntheticSpec(n_samples=a.samples, n_layers=a.layers,
-                                                   n_candidates=a.candidates, effect=a.effect, seed=a.seed))
+    run = make_run(
+        a.root,
+        a.run_id,
+        SyntheticSpec(
+            n_samples=a.samples, n_layers=a.layers, n_candidates=a.candidates, effect=a.effect, seed=a.seed
+        ),
+    )
     print(run)
     return 0
 
