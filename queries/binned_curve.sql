@@ -1,9 +1,9 @@
 -- name: binned_curve
 -- purpose: hallucination rate per equal-width score bin on [0, 1] (paper Fig. 8b) with Wilson 95% intervals; scores outside [0, 1] fall in the edge bins
--- param labels VARCHAR = chair                 labelset
+-- param labels VARCHAR = chair {@labelset}     labelset
 -- param score SCORES = out_mean                 the measure(s): a score name (docs/analysis.md), a comma list or all; one block of rows per score (column measure)
--- param layers INTEGER[] = NULL                target layers, comma separated; empty = upper half of each run
--- param bins INTEGER = 10                      number of equal-width bins
+-- param layers INTEGER[] = NULL [0..n_layers-1] target layers, comma separated; empty = upper half of each run
+-- param bins INTEGER = 10 [1..1000]           number of equal-width bins
 -- param normalization VARCHAR = row {row|none|matrix}  how S_raw is normalized
 WITH s AS (
     SELECT t.run_id, u.measure, t.label::DOUBLE AS label, pick_score(u.measure, t) AS score

@@ -1,11 +1,11 @@
 -- name: failure_cases
 -- purpose: hallucinated tokens with the highest score and correct tokens with the lowest score, ranked, with the surrounding output text (token marked [[like this]])
--- param labels VARCHAR = chair                 labelset
+-- param labels VARCHAR = chair {@labelset}     labelset
 -- param score SCORES = out_mean                 the measure(s) ranked: a score name (docs/analysis.md), a comma list or all; one block of rows per score (column measure)
--- param layers INTEGER[] = NULL                target layers, comma separated; empty = upper half of each run
+-- param layers INTEGER[] = NULL [0..n_layers-1] target layers, comma separated; empty = upper half of each run
 -- param normalization VARCHAR = row {row|none|matrix}  how S_raw is normalized
--- param top INTEGER = 20                       cases of each kind per run
--- param context INTEGER = 40                   characters of text either side
+-- param top INTEGER = 20 [1..100000]          cases of each kind per run
+-- param context INTEGER = 40 [0..10000]       characters of text either side
 WITH s AS (
     SELECT t.run_id, u.measure, t.sample_id, t.step, t.label, t.object, pick_score(u.measure, t) AS score
     FROM labeled_scores(getvariable('labels'), layers := getvariable('layers'),

@@ -1,6 +1,6 @@
 -- name: labeled_layers
 -- purpose: every labeled token at every layer: the per-layer value of every score of the family (out_mean, normalized prev, the segment shares, attention mass on prior outputs, the Lookback-style context share); the input of the layer profile and the detector
--- param labels VARCHAR = chair                 labelset
+-- param labels VARCHAR = chair {@labelset}     labelset
 -- param normalization VARCHAR = row {row|none|matrix}  how S_raw is normalized
 SELECT s.run_id, s.sample_id, s.step, s.layer, l.label, l.subtoken,
        s.out_mean, s.prev_n AS prev, s.out_share, s.prev_share, s.prompt_share, s.image_share,

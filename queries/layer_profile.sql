@@ -1,9 +1,9 @@
 -- name: layer_profile
 -- purpose: per run and layer, how well the per-layer value separates hallucinated from correct tokens: means, Cohen's d (hallucinated minus correct, pooled sd), Welch t, and AUROC = P(hallucinated scores lower) + P(tie) / 2 from a value histogram (see auroc_bins)
--- param labels VARCHAR = chair                 labelset
+-- param labels VARCHAR = chair {@labelset}     labelset
 -- param score SCORES = out_mean                 the per-layer value(s): a score name, a comma list or all (one block of rows per score, column measure)
 -- param normalization VARCHAR = row {row|none|matrix}  how S_raw is normalized
--- param auroc_bins INTEGER = 4096              0 = exact AUROC (rank sums over distinct values; slow on millions of rows); N = N equal-width bins over each layer's range, pairs in one bin count as ties, and auroc_max_error bounds the difference from the exact value
+-- param auroc_bins INTEGER = 4096 [0..10000000] 0 = exact AUROC (rank sums over distinct values; slow on millions of rows); N = N equal-width bins over each layer's range, pairs in one bin count as ties, and auroc_max_error bounds the difference from the exact value
 WITH v AS (
     SELECT s.run_id, u.measure, s.layer, l.label, pick_score(u.measure, s) AS x
     FROM (SELECT * REPLACE (prev_n AS prev)

@@ -1,7 +1,7 @@
 -- name: replay_tokens
 -- purpose: every generated token in decoding order with its score over the target layers and its label (null = unlabeled), per score; the input of the offline SGRS replay in `calibrate`
--- param labels VARCHAR = chair                 labelset
--- param layers INTEGER[] = NULL                target layers, comma separated; empty = upper half of each run
+-- param labels VARCHAR = chair {@labelset}     labelset
+-- param layers INTEGER[] = NULL [0..n_layers-1] target layers, comma separated; empty = upper half of each run
 -- param normalization VARCHAR = row {row|none|matrix}  how S_raw is normalized
 -- param score SCORES = out_mean                 the SGRS score(s): a name, a comma list or all; one block of rows per score (column measure)
 SELECT k.run_id, u.measure, k.sample_id, k.step, k.token_id,

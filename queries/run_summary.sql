@@ -1,6 +1,6 @@
 -- name: run_summary
 -- purpose: one row per run: model, samples (ok / error), tokens, saliency rows, labeled and hallucinated tokens for a labelset, and its metrics (JSON text)
--- param labels VARCHAR = chair                 labelset counted
+-- param labels VARCHAR = chair {@labelset}     labelset counted
 SELECT r.run_id, r.model_id, r.architecture, r.n_layers, r.strategy,
        coalesce(sm.n_samples, 0) AS n_samples, coalesce(sm.n_ok, 0) AS n_ok, coalesce(sm.n_error, 0) AS n_error,
        coalesce(tk.n_tokens, 0) AS n_tokens, sm.mean_output_tokens,

@@ -1,7 +1,7 @@
 -- name: token_scores
 -- purpose: one row per generated token: text, every score of the family (docs/analysis.md; step is the position baseline) and its label (null if unlabeled)
--- param labels VARCHAR = chair                 labelset joined for the label column
--- param layers INTEGER[] = NULL                target layers, comma separated; empty = upper half of each run
+-- param labels VARCHAR = chair {@labelset}     labelset joined for the label column
+-- param layers INTEGER[] = NULL [0..n_layers-1] target layers, comma separated; empty = upper half of each run
 -- param normalization VARCHAR = row {row|none|matrix}  how S_raw is normalized
 SELECT k.run_id, k.sample_id, k.step, k.token_text, s.* EXCLUDE (run_id, sample_id, step), l.label, l.object
 FROM tokens k

@@ -1,8 +1,10 @@
 """`capture(cfg)`: run generation + saliency capture over a manifest into a Parquet dataset (docs/capture.md).
 
 The model is loaded once; the samples of this process's shard are captured one by one, buffered and written
-as atomic parts (`store.writer`). A per-sample problem (SampleError: missing/corrupt image, context too long,
-non-finite gradients) becomes a `samples` row with status 'error' and the run goes on. Ctrl-C or any other
+as atomic parts (`store.writer`). Any exception raised while capturing one sample (SampleError: missing or
+corrupt image, context too long, non-finite gradients; or the image processor refusing an image, e.g. a PIL
+decompression bomb or an extreme aspect ratio) becomes a `samples` row with status 'error' naming the
+exception class, and the run goes on; `RunResult.error_classes` counts them (docs/failures.md). Ctrl-C or any other
 exception first flushes every sample already complete, so nothing finished is lost; `resume=True` continues.
 """
 
@@ -16,8 +18,9 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -55,6 +58,14 @@ class RunResult:
     skipped: int  # already committed by an earlier (resumed) process
     seconds: float
     verify_max_abs_diff: float | None = None  # with --verify: worst |single pass - reference| over samples
+    error_classes: dict[str, int] = field(default_factory=dict)  # failed samples by exception class
+
+    def error_summary(self) -> str:
+        """'3 sample(s) failed: SampleError 2, DecompressionBombError 1' (empty when none failed)."""
+        if not self.error:
+            return ""
+        classes = ", ".join(f"{k} {v}" for k, v in sorted(self.error_classes.items(), key=lambda kv: -kv[1]))
+        return f"{self.error} sample(s) failed" + (f": {classes}" if classes else "")
 
     def summary(self) -> str:
         k, n = self.shard
@@ -166,7 +177,16 @@ def _default_load(model_cfg: ModelConfig, quiet: bool = False) -> Any:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    return load_model(model_cfg)
+    try:
+        return load_model(model_cfg)
+    except (SaliencyLabError, KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:  # corrupt/truncated safetensors, a refused pickle checkpoint, a bad config
+        first = next((ln for ln in str(exc).splitlines() if ln.strip()), "")
+        raise SaliencyLabError(
+            f"--model {model_cfg.model}: cannot load the model ({type(exc).__name__}: {' '.join(first.split())[:300]}); "
+            "check that its files are complete safetensors weights and a matching config.json"
+        ) from None
 
 
 def _default_capture() -> CaptureFn:
@@ -196,7 +216,13 @@ def capture(
     writer = ShardWriter(run_dir, k, enabled_tables(cfg), cfg.samples_per_part)
     # Cheap checks before the (slow) model load: a newer dataset, or an unintended overwrite.
     if (run_dir / RUN_JSON).exists():
-        read_run_info(run_dir)
+        stored = read_run_info(run_dir).get("run_id")
+        if stored and stored != run_id:
+            raise SaliencyLabError(
+                f"{run_dir}: holds run {stored!r} (its rows carry that id), not {run_id!r}: the folder was copied or "
+                f"renamed; resume it where it was made (--out {run_dir.parent} --run-id {stored}), or rename the "
+                f"folder back to {stored}"
+            )
     if not cfg.resume and writer.has_data():
         raise SaliencyLabError(
             f"{run_dir}: shard {k} already holds captured data; pass --resume to continue it, "
@@ -215,6 +241,7 @@ def capture(
     old_term = _sigterm_as_interrupt()
     progress: Progress | None = None
     ok = err = 0
+    classes: Counter[str] = Counter()
     verify_diff: float | None = None
     try:
         committed = writer.recover()
@@ -234,12 +261,19 @@ def capture(
                     if diff is not None:
                         verify_diff = max(float(diff), verify_diff or 0.0)
                 except SampleError as exc:
+                    classes[type(exc).__name__] += 1
                     tables = {"samples": error_row(run_id, sample, str(exc), time.perf_counter() - ts)}
+                except Exception as exc:  # one sample's failure never stops the run; the class is kept
+                    classes[type(exc).__name__] += 1
+                    reason = f"sample {sample.sample_id!r}: {type(exc).__name__}: {exc}"
+                    tables = {"samples": error_row(run_id, sample, reason, time.perf_counter() - ts)}
                 status = tables["samples"].column("status")[0].as_py()
                 if status == "ok":
                     ok += 1
                 else:
                     err += 1
+                    if sum(classes.values()) < err:  # the capture itself returned an error row
+                        classes["error row"] += 1
                 writer.add(tables)
                 progress.update(1, ok=ok, error=err)
         finally:
@@ -261,4 +295,5 @@ def capture(
         skipped=skipped,
         seconds=time.perf_counter() - t0,
         verify_max_abs_diff=verify_diff,
+        error_classes=dict(classes),
     )

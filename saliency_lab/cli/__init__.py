@@ -6,9 +6,21 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
+from typing import Any
 
 from saliency_lab import __version__
-from saliency_lab.errors import SaliencyLabError
+from saliency_lab.errors import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    SaliencyLabError,
+    SaliencyLabWarning,
+    os_error_line,
+)
+
+# Errors of the storage/query libraries reach the user as one line: they come from a damaged or vanished
+# file (a truncated Parquet part, a run deleted mid-report), not from a bug in the command line given.
+_LIBRARY_ERRORS = ("duckdb", "_duckdb", "pyarrow", "polars", "safetensors_rust", "safetensors")
 
 # Module names under saliency_lab.cli, each with register(subparsers). Missing modules are skipped so a
 # partial install still offers the commands it has.
@@ -33,20 +45,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _show_warning(
+    message: Any,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """Library warnings of our own as one line each; others keep Python's format."""
+    if issubclass(category, SaliencyLabWarning):
+        print(f"saliency-lab: warning: {_one_line(str(message))}", file=sys.stderr)
+    else:
+        _default_show(message, category, filename, lineno, file, line)
+
+
+_default_show = warnings.showwarning
+
+
+def _library_error(exc: Exception) -> str | None:
+    mods = {c.__module__.split(".")[0] for c in type(exc).__mro__}
+    if not mods & set(_LIBRARY_ERRORS):
+        return None
+    first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+    return f"{type(exc).__name__}: {_one_line(first)}; check that the files named are complete and readable"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every failure ends as one line on stderr and a documented exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_ERROR
+    old_show = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         result = args.func(args)
     except SaliencyLabError as exc:
-        print(f"saliency-lab: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"saliency-lab: error: {_one_line(str(exc))}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:
+        print(f"saliency-lab: error: {os_error_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("saliency-lab: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        line = _library_error(exc)
+        if line is None:
+            raise
+        print(f"saliency-lab: error: {line}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        warnings.showwarning = old_show
     return int(result or 0)
 
 

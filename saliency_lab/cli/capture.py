@@ -15,7 +15,7 @@ from saliency_lab.config import (
     SaliencyConfig,
     SGRSConfig,
 )
-from saliency_lab.errors import SaliencyLabError
+from saliency_lab.errors import EXIT_NO_SAMPLE, SaliencyLabError
 from saliency_lab.store.calibration import Calibration
 
 
@@ -188,6 +188,12 @@ def run_capture(args: argparse.Namespace) -> int:
     print(f"run written to {result.run_dir}")
     print(result.summary())
     if result.error:
-        print(f"{result.error} sample(s) failed; their one-line reasons are in the samples table "
+        summary = getattr(result, "error_summary", lambda: f"{result.error} sample(s) failed")()
+        print(f"saliency-lab: warning: {summary}; one-line reasons are in the samples table "
               "(status = 'error', column error)", file=sys.stderr)
+        if result.ok == 0:
+            print(f"saliency-lab: error: no sample of {result.run_dir} succeeded (exit {EXIT_NO_SAMPLE}); fix the "
+                  "cause above and capture again into a new --run-id (or delete the run folder first)",
+                  file=sys.stderr)
+            return EXIT_NO_SAMPLE
     return 0

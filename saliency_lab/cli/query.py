@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--param", action="append", default=[], metavar="K=V",
                    help="parameter (repeatable), e.g. --param layers=2,3 --param bins=10")
-    p.add_argument("--out", help="write the result to FILE (.csv, .parquet or .json) instead of printing it")
+    p.add_argument("--out", help="write the result to FILE (.csv, .parquet or .json) instead of printing it; "
+                                 "the only way to write: SQL itself cannot (COPY, ATTACH, INSTALL are refused)")
     p.add_argument("--max-rows", type=int, default=50, help="rows printed (default 50)")
     p.add_argument("--threads", type=int, help="DuckDB threads (default: all cores)")
 
@@ -64,14 +65,33 @@ def emit(df: pl.DataFrame, out: str | None, max_rows: int) -> None:
     print(f"wrote {df.height} rows to {path}")
 
 
+def check_out(out: str | None, locations: list[str]) -> None:
+    """--out must not land inside an opened run: a run's files are only ever written by capture/label."""
+    if not out:
+        return
+    target = Path(out).resolve()
+    for loc in locations:
+        if "://" in loc:
+            continue
+        run = Path(loc).resolve()
+        if target == run or run in target.parents:
+            raise SaliencyLabError(f"--out {out}: inside the run {loc}; write results outside run folders")
+
+
 def _sql(args: argparse.Namespace) -> int:
-    from saliency_lab.store.catalog import open_catalog
+    import duckdb
+
+    from saliency_lab.store.catalog import open_catalog, sql_error
 
     if len(args.args) < 2:
         raise SaliencyLabError('sql: give one or more runs and then the SQL, e.g. sql runs/r1 "SELECT 1"')
     *runs, query = args.args
     with open_catalog(runs, threads=args.threads) as cat:
-        df = cat.sql(query, parse_params(args.param)).pl()
+        check_out(args.out, [r.location for r in cat.runs])
+        try:
+            df = cat.sql(query, parse_params(args.param)).pl()
+        except duckdb.Error as exc:  # raised while the result is fetched (e.g. a damaged part file)
+            raise sql_error(exc) from None
     emit(df, args.out, args.max_rows)
     return 0
 
@@ -88,6 +108,7 @@ def _query(args: argparse.Namespace) -> int:
     if not args.runs:
         raise SaliencyLabError(f"query {args.name}: give one or more run folders after the query name")
     with open_catalog(args.runs, threads=args.threads) as cat:
+        check_out(args.out, [r.location for r in cat.runs])
         df = cat.query(args.name, parse_params(args.param))
     emit(df, args.out, args.max_rows)
     return 0

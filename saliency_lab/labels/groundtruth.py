@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from saliency_lab.errors import SaliencyLabError
+from saliency_lab.errors import SaliencyLabError, SaliencyLabWarning
 from saliency_lab.jsonl import iter_jsonl
 from saliency_lab.labels.chair import ChairExtractor, norm_image_id
 from saliency_lab.labels.synonyms import SynonymTable
@@ -54,12 +55,22 @@ def load_gt_mapping(path: str | Path, table: SynonymTable) -> GroundTruth:
             f"{path}: ground truth must be a JSON object mapping image_id -> [categories]"
         )
     objects: dict[str, set[str]] = {}
+    unknown: dict[str, str] = {}  # category -> first entry naming it
     for k, v in data.items():
         if not isinstance(v, list) or not all(isinstance(c, str) for c in v):
             raise SaliencyLabError(
                 f"{path}: entry {k!r} must be a list of category names, got {type(v).__name__}"
             )
         objects[norm_image_id(k)] = {_canon(c, table) for c in v}
+        for c in objects[norm_image_id(k)] - set(table.categories):
+            unknown.setdefault(c, str(k))
+    if unknown:
+        # Kept (the mapping is the user's), but such a category can never match a caption mention.
+        shown = ", ".join(f"{c!r} (entry {e!r})" for c, e in list(unknown.items())[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        warnings.warn(f"{path}: unknown CHAIR categor{'y' if len(unknown) == 1 else 'ies'} {shown}{more}; no "
+                      "caption mention can match them: use the synonym table's category names",
+                      SaliencyLabWarning, stacklevel=2)
     return GroundTruth(objects, str(path), {str(path): _sha256(Path(path))})
 
 

@@ -3,7 +3,8 @@
     {"sample_id": "s1", "spans": [{"start": 4, "end": 9, "label": 1}, ...]}   char offsets into output_text
     {"sample_id": "s1", "steps": [3, 4], "label": 1}                         output token steps
 
-`label` is 1 (hallucinated) or 0 (correct); a span may carry an optional `object`. Everything is validated
+`label` is 1 (hallucinated) or 0 (correct); a span may carry an optional `object`. Any other field is refused
+by name (a misspelt "lable" must not silently drop a label). Everything is validated
 against the run before anything is written: unknown sample, span outside the text or empty, overlapping spans
 (also across lines), step out of range or labeled twice -> one-line error naming file:line and the fix.
 """
@@ -27,6 +28,15 @@ class HumanLabels:
 
 
 _SHAPE = 'expected {"sample_id", "spans": [...]} or {"sample_id", "steps": [...], "label"}'
+_RECORD_FIELDS = {"sample_id", "spans", "steps", "label", "object"}
+_SPAN_FIELDS = {"start", "end", "label", "object"}
+
+
+def _no_unknown(obj: dict, allowed: set[str], what: str, where: str) -> None:
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise SaliencyLabError(f"{where}: unknown field {unknown[0]!r} in a {what}; allowed: "
+                               f"{', '.join(sorted(allowed))} (fix the spelling or drop it)")
 
 
 def _label(v: object, where: str) -> int:
@@ -50,6 +60,7 @@ def read_human_labels(path: str | Path, run: RunTokens) -> HumanLabels:
     mention_ids: dict[str, int] = {}
     for lineno, obj in iter_jsonl(p, "labels", _SHAPE, flag="--file"):
         where = f"{p}:{lineno}"
+        _no_unknown(obj, _RECORD_FIELDS, "label record", where)
         if "sample_id" not in obj or ("spans" in obj) == ("steps" in obj):
             raise SaliencyLabError(f"{where}: {_SHAPE}")
         sid = str(obj["sample_id"])
@@ -65,6 +76,7 @@ def read_human_labels(path: str | Path, run: RunTokens) -> HumanLabels:
             for sp in obj["spans"]:
                 if not isinstance(sp, dict):
                     raise SaliencyLabError(f"{where}: each span must be an object {{start, end, label}}")
+                _no_unknown(sp, _SPAN_FIELDS, "span", where)
                 a = _int(sp.get("start"), "start", where)
                 b = _int(sp.get("end"), "end", where)
                 if not 0 <= a < b <= n:

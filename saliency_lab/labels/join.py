@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from saliency_lab.errors import SaliencyLabError
+from saliency_lab.errors import SaliencyLabError, os_error
 from saliency_lab.labels.runread import TokenSpan
+from saliency_lab.store.integrity import file_sha256
 from saliency_lab.store.schema import table_from_columns
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -100,20 +101,33 @@ def check_labelset_name(name: str) -> str:
 
 
 def write_labelset(run_dir: str | Path, name: str, rows: LabelRows, info: dict) -> tuple[Path, Path]:
-    """Write <run>/labels/<name>.parquet and <name>.json; temp files + rename, so no partial file remains."""
+    """Write <run>/labels/<name>.parquet and <name>.json as one unit.
+
+    Both are written to temporary files first. The JSON records the sha256 of the Parquet bytes
+    (`labels_sha256`) and is renamed into place first: a process killed between the two renames leaves a
+    pair whose hash does not match, which every reader refuses (store.catalog) instead of pairing new labels
+    with old metrics. A failed write (read-only run, disk full) leaves the previous pair untouched.
+    """
     check_labelset_name(name)
     folder = Path(run_dir) / "labels"
-    folder.mkdir(parents=True, exist_ok=True)
     pq_path, js_path = folder / f"{name}.parquet", folder / f"{name}.json"
     tmp_pq = folder / f".{name}.parquet.tmp-{os.getpid()}"
     tmp_js = folder / f".{name}.json.tmp-{os.getpid()}"
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         pq.write_table(rows.table(), tmp_pq)
+        info = {**info, "labels_sha256": file_sha256(tmp_pq.read_bytes())}
         tmp_js.write_text(json.dumps(info, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
-        os.replace(tmp_pq, pq_path)
         os.replace(tmp_js, js_path)
+        os.replace(tmp_pq, pq_path)
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(folder)
+        raise os_error(exc, f"cannot write label set {name!r} (the labels already there are kept)") from None
     finally:
         for t in (tmp_pq, tmp_js):
-            if t.exists():
-                t.unlink()
+            try:
+                t.unlink(missing_ok=True)
+            except OSError:
+                pass  # a read-only folder: nothing was written there either
     return pq_path, js_path

@@ -16,7 +16,7 @@ from typing import Any
 import polars as pl
 
 from saliency_lab import __version__
-from saliency_lab.errors import SaliencyLabError
+from saliency_lab.errors import SaliencyLabError, os_error
 from saliency_lab.report import assets
 from saliency_lab.report.config import ReportConfig
 from saliency_lab.report.data import RunData, find_labelset, load_runs
@@ -66,7 +66,11 @@ def build_report(runs: Sequence[str | Path] | str | Path, out_html: str | Path,
     """Write one self-contained HTML report for `runs` to `out_html` and return its path."""
     cfg = (config or ReportConfig()).validate()
     t0 = time.perf_counter()
+    out = Path(out_html)
+    if out.is_dir():
+        raise SaliencyLabError(f"-o {out}: is a folder; give the report's file name, e.g. {out / 'report.html'}")
     data = load_runs(runs)
+    _check_inputs(data, cfg)
     labelset = find_labelset(data, cfg.labels)
     with_set = [r for r in data if labelset and labelset in r.labelsets]
     # A label set can exist and still be empty (CHAIR found no object mentions): nothing to compare then.
@@ -107,13 +111,40 @@ def build_report(runs: Sequence[str | Path] | str | Path, out_html: str | Path,
                          + ", ".join(r.run_id for r in data if r not in labeled_runs))
 
     html = _render(data, labelset, cfg, sections, charts)
-    out = Path(out_html)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(out)  # atomic: a reader never sees half a report, and a failed build keeps the old one
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(html, encoding="utf-8")
+        tmp.replace(out)  # atomic: a reader never sees half a report, and a failed build keeps the old one
+    except OSError as exc:
+        raise os_error(exc, "cannot write the report (any earlier report there is kept)") from None
+    finally:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # an unwritable folder: no temporary file was made there either
     build_report.last_seconds = time.perf_counter() - t0  # type: ignore[attr-defined]
     return out
+
+
+def _check_inputs(data: list[RunData], cfg: ReportConfig) -> None:
+    """--layers within every run's model and --samples naming existing samples, before any work."""
+    for r in data:
+        n = r.n_layers
+        if n is None:
+            continue  # checked against the saliency table by the analysis instead
+        bad = [x for x in cfg.layers or [] if not 0 <= x < n]
+        if bad:
+            raise SaliencyLabError(f"--layers {','.join(map(str, cfg.layers or []))}: layer {bad[0]} is outside run "
+                                   f"{r.run_id!r}, which has {n} layers (0..{n - 1}); pass layers in that range")
+    if cfg.samples:
+        known: set[str] = set()
+        for r in data:
+            known.update(str(s) for s in r.samples.get_column("sample_id").to_list())
+        missing = [s for s in cfg.samples if s not in known]
+        if missing:
+            raise SaliencyLabError(f"--samples: no sample {missing[0]!r} in the runs "
+                                   f"({len(known)} samples, e.g. {', '.join(sorted(known)[:3])}); fix the id")
 
 
 def _score_layers(run: RunData, cfg: ReportConfig, result: Any) -> list[int]:

@@ -9,6 +9,12 @@ label_metrics (flattened from labels/<labelset>.json). A table folder absent fro
 view of the right schema. Macros (token_scores, labeled_scores, ...) come from queries/_catalog.sql.
 Local runs are read by DuckDB's own Parquet reader; URIs (s3://, gs://, file://, ...) go through
 pyarrow's filesystems and are scanned as Arrow datasets.
+
+The connection is sandboxed (docs/failures.md): DuckDB may read only the opened runs' folders
+(`enable_external_access` off, `allowed_directories` = the runs), extensions are neither installed nor
+loaded, the configuration is locked, and `Catalog.sql` refuses statements that write files or attach
+databases (COPY, EXPORT, ATTACH, INSTALL/LOAD). Results leave through the caller (`--out FILE`), never
+through SQL.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import glob as globlib
 import json
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -26,10 +33,16 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from saliency_lab.errors import SaliencyLabError
+from saliency_lab.errors import IncompleteRunWarning, SaliencyLabError
+from saliency_lab.store.integrity import file_sha256, run_problems
 from saliency_lab.store.runs import Run, open_runs
 from saliency_lab.store.schema import PARTITIONED_TABLES, SCHEMAS
-from saliency_lab.store.sqlfiles import catalog_sql_path, load_query, set_params
+from saliency_lab.store.sqlfiles import QueryContext, catalog_sql_path, load_query, set_params
+
+# Statements that would write files, reach other databases or fetch code; everything else runs inside the
+# sandbox, whose locked settings already stop reads outside the runs.
+_REFUSED = {"COPY": "COPY", "EXPORT": "EXPORT DATABASE", "COPY_DATABASE": "COPY FROM DATABASE",
+            "ATTACH": "ATTACH", "DETACH": "DETACH", "LOAD": "INSTALL/LOAD", "EXTENSION": "extension statements"}
 
 
 def _no_half(t: pa.DataType) -> pa.DataType:
@@ -108,6 +121,7 @@ def _labels_tables(refs: Sequence[Run]) -> tuple[pa.Table, pa.Table]:
                 doc = json.loads(r.read_text(meta_path))
             except (OSError, ValueError):
                 continue  # metrics are optional
+            _check_label_pair(r, path, meta_path, doc)
             flat: list[tuple[str, Any]] = []
             _flatten("", doc.get("metrics") or {}, flat)
             for key, val in flat:
@@ -124,18 +138,82 @@ def _labels_tables(refs: Sequence[Run]) -> tuple[pa.Table, pa.Table]:
     return labels, mt
 
 
+def _check_label_pair(r: Run, parquet: str, meta: str, doc: Any) -> None:
+    """labels/<name>.json pins the sha256 of the Parquet file written with it: a `label` killed between the
+    two renames (new labels, old metrics, or the reverse) is refused instead of read as one label set."""
+    want = doc.get("labels_sha256") if isinstance(doc, dict) else None
+    if not want:
+        return  # written before the hash was recorded
+    try:
+        if r.fs is None:
+            data = Path(parquet).read_bytes()
+        else:
+            with r.fs.open_input_stream(parquet) as fh:
+                data = fh.read()
+    except OSError as exc:
+        raise SaliencyLabError(f"{parquet}: unreadable labels file ({exc}); run `label` again") from None
+    if file_sha256(data) != want:
+        raise SaliencyLabError(f"{parquet} and {os.path.basename(meta)} come from different `label` runs (one "
+                               "was interrupted between its two writes); run the same `label` command again")
+
+
+def sql_error(exc: Exception) -> SaliencyLabError:
+    """A DuckDB error as one line; a sandbox refusal says what the sandbox allows."""
+    line = " ".join(str(exc).splitlines()[0].split()) if str(exc) else type(exc).__name__
+    if "disabled by configuration" in line or "configuration has been locked" in line:
+        line += " (the sandbox reads only the opened runs' folders and keeps its settings locked)"
+    return SaliencyLabError(f"SQL error: {line}")
+
+
+# (run folder, problems) already reported in this process: a command that opens the same runs several times
+# (report, analyze) warns once.
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _warn_incomplete(refs: Sequence[Run]) -> None:
+    for r in refs:
+        if r.fs is not None:
+            continue
+        shards = r.info.get("shards")
+        problems = run_problems(r.location, int(shards) if isinstance(shards, int) else None)
+        key = (os.path.realpath(r.location), "; ".join(problems))
+        if problems and key not in _WARNED:
+            _WARNED.add(key)
+            warnings.warn(f"{r.location}: incomplete run: {'; '.join(problems)}; results cover only the committed "
+                          "samples (finish it with `capture --resume`)", IncompleteRunWarning, stacklevel=3)
+
+
 class Catalog:
-    """A DuckDB connection with the views and macros over a set of runs."""
+    """A sandboxed DuckDB connection with the views and macros over a set of runs."""
 
     def __init__(self, runs: Iterable[str | Path] | str | Path, threads: int | None = None):
         self.runs = open_runs(runs)
+        _warn_incomplete(self.runs)
         self.con = duckdb.connect(":memory:")
         self.con.execute("SET enable_progress_bar = false")
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
+        self._sandbox()
         self._keep: list[Any] = []  # Arrow objects the views scan; must outlive the connection's use
-        self._create_views()
+        try:
+            self._create_views()
+        except duckdb.Error as exc:  # a damaged part file (truncated, not Parquet) of one of the runs
+            line = " ".join(str(exc).splitlines()[0].split())
+            raise SaliencyLabError(f"cannot open the runs: {line}; restore that file or capture the run "
+                                   "again") from None
         self.con.execute(catalog_sql_path().read_text(encoding="utf-8"))
+
+    def _sandbox(self) -> None:
+        """Reads only inside the runs' folders, no extension installs or loads, settings locked."""
+        dirs: list[str] = []
+        for r in self.runs:
+            if r.fs is None:
+                for d in {os.path.abspath(r.location), os.path.realpath(r.location)}:
+                    dirs.append(d.rstrip(os.sep) + os.sep)
+        self.con.execute("SET allowed_directories = ?", [dirs])
+        for setting in ("autoinstall_known_extensions", "autoload_known_extensions", "enable_external_access"):
+            self.con.execute(f"SET {setting} = false")
+        self.con.execute("SET lock_configuration = true")
 
     # -- setup ---------------------------------------------------------------------------------
     def _register(self, name: str, obj: Any) -> None:
@@ -187,14 +265,32 @@ class Catalog:
         for k, v in (params or {}).items():
             set_params(self.con, {k: v})
         try:
+            for st in self.con.extract_statements(query):
+                what = _REFUSED.get(st.type.name)
+                if what:
+                    raise SaliencyLabError(f"SQL: {what} is not allowed here (runs are opened read-only and "
+                                           "nothing outside them is reachable); select the rows and pass "
+                                           "--out FILE (.csv, .parquet or .json) to write them")
             return self.con.sql(query)
         except duckdb.Error as exc:
-            raise SaliencyLabError(f"SQL error: {str(exc).splitlines()[0]}") from None
+            raise sql_error(exc) from None
+
+    def context(self) -> QueryContext:
+        """The opened runs' layer counts and label set names, against which named-query bounds are checked."""
+        n_layers = {r.run_id: n for r in self.runs if (n := r.n_layers) is not None}
+        if len(n_layers) < len(self.runs):  # run.json without n_layers: the saliency table says
+            for run_id, n in self.con.execute("SELECT run_id, n_layers FROM runs").fetchall():
+                if n is not None:
+                    n_layers[run_id] = int(n)
+        # From the files, not the rows: an empty label set (CHAIR found no mention) is still a label set.
+        names = {name for r in self.runs for name in r.labelsets()}
+        return QueryContext(n_layers, names)
 
     def query(self, name: str, params: dict[str, str] | None = None) -> pl.DataFrame:
-        """Run the named query queries/<name>.sql with `params` (strings, as from --param k=v)."""
+        """Run the named query queries/<name>.sql with `params` (strings, as from --param k=v), after checking
+        them against the bounds its header declares."""
         q = load_query(name)
-        set_params(self.con, q.bind(params or {}))
+        set_params(self.con, q.bind(params or {}, self.context()))
         try:
             return self.con.sql(q.sql).pl()
         except duckdb.Error as exc:

@@ -10,7 +10,11 @@ A query file starts with a header of comment lines:
 
 Parameters reach the SQL as DuckDB variables: `getvariable('labels')`. Types: VARCHAR, INTEGER, DOUBLE,
 BOOLEAN, INTEGER[] (an empty list is NULL), SCORES (score names of saliency_lab.store.scores: a name, a comma
-list or `all`; reaches the SQL as a VARCHAR[]). A NULL default means "not set".. `{a|b}` after the default restricts the values.
+list or `all`; reaches the SQL as a VARCHAR[]). A NULL default means "not set". After the default, `{a|b}`
+restricts the values, `{@labelset}` requires the name of a label set present in the opened runs (checked when
+the value is given), and `[lo..hi]` bounds a number (each element of a list); either end may be empty
+(unbounded) and `hi` may be `n_layers-1`, the last layer of the smallest opened model. Bounds are checked
+before the query runs, so `bins=0` or `layers=99` is a one-line error instead of an empty or runaway result.
 """
 
 from __future__ import annotations
@@ -28,8 +32,13 @@ from saliency_lab.store.scores import parse_scores
 
 _PARAM_RE = re.compile(
     r"^--\s*param\s+(?P<name>\w+)\s+(?P<type>VARCHAR|INTEGER\[\]|INTEGER|DOUBLE|BOOLEAN|SCORES)\s*=\s*"
-    r"(?P<default>[^\s{]*)\s*(?:\{(?P<choices>[^}]*)\})?\s*(?P<doc>.*)$"
+    r"(?P<default>[^\s{\[]*)\s*(?:\{(?P<choices>[^}]*)\})?\s*"
+    r"(?:\[(?P<lo>[^\]]*?)\.\.(?P<hi>[^\]]*)\])?\s*(?P<doc>.*)$"
 )
+#: The `{@labelset}` choice: the value must name a label set of the opened runs.
+LABELSET_CHOICE = "@labelset"
+#: The symbolic upper bound: the last layer of the smallest opened model.
+LAST_LAYER = "n_layers-1"
 _NAME_RE = re.compile(r"^[A-Za-z][\w-]*$")
 
 
@@ -47,6 +56,14 @@ def catalog_sql_path() -> Path:
 
 
 @dataclass
+class QueryContext:
+    """What a parameter's bounds are checked against: the opened runs' layer counts and label sets."""
+
+    n_layers: dict[str, int] = field(default_factory=dict)  # run_id -> layers (runs that record it)
+    labelsets: set[str] = field(default_factory=set)
+
+
+@dataclass
 class Param:
     """One parameter of a named query, from its `-- param` header line."""
 
@@ -55,6 +72,35 @@ class Param:
     default: str
     choices: list[str] = field(default_factory=list)
     doc: str = ""
+    lo: str = ""  # declared bounds, as written in the header ("" = unbounded)
+    hi: str = ""
+
+    def check(self, value: Any, ctx: QueryContext, given: bool, query: str) -> None:
+        """Refuse a value outside the declared bounds or naming no label set of the runs (one line)."""
+        if value is None:
+            return
+        if LABELSET_CHOICE in self.choices and given and value not in ctx.labelsets:
+            have = ", ".join(sorted(ctx.labelsets)) or "none (run `saliency-lab label ...` first)"
+            raise SaliencyLabError(f"query {query}: --param {self.name}={value}: no label set {value!r} in the "
+                                   f"runs; label sets there: {have}")
+        if not (self.lo or self.hi) or self.type not in ("INTEGER", "DOUBLE", "INTEGER[]"):
+            return
+        lo = float(self.lo) if self.lo else None
+        hi, why = self._upper(ctx)
+        shown = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+        for v in value if isinstance(value, list) else [value]:
+            if (lo is not None and v < lo) or (hi is not None and v > hi):
+                rng = f"{_num(lo) if lo is not None else ''}..{_num(hi) if hi is not None else ''}"
+                raise SaliencyLabError(f"query {query}: --param {self.name}={shown}: {v} is outside the allowed "
+                                       f"range {rng}{why}; pass a value in that range")
+
+    def _upper(self, ctx: QueryContext) -> tuple[float | None, str]:
+        if self.hi != LAST_LAYER:
+            return (float(self.hi) if self.hi else None), ""
+        if not ctx.n_layers:
+            return None, ""
+        run, n = min(ctx.n_layers.items(), key=lambda kv: kv[1])
+        return float(n - 1), f" (run {run!r} has {n} layers)"
 
     def convert(self, raw: str) -> Any:
         """The typed value of a --param string (NULL or empty = not set); bad values are one-line errors."""
@@ -79,7 +125,7 @@ class Param:
                 return raw.lower() in ("true", "1", "yes")
         except ValueError:
             raise SaliencyLabError(f"--param {self.name}={raw}: expected {self.type}") from None
-        if self.choices and raw not in self.choices:
+        if self.choices and LABELSET_CHOICE not in self.choices and raw not in self.choices:
             raise SaliencyLabError(f"--param {self.name}={raw}: choose one of {', '.join(self.choices)}")
         return raw
 
@@ -94,8 +140,9 @@ class NamedQuery:
     params: dict[str, Param]
     sql: str
 
-    def bind(self, given: dict[str, Any]) -> dict[str, tuple[Any, str]]:
-        """Values for every parameter (given or default), typed; unknown names are an error."""
+    def bind(self, given: dict[str, Any], ctx: QueryContext | None = None) -> dict[str, tuple[Any, str]]:
+        """Values for every parameter (given or default), typed and checked against the declared bounds
+        (`ctx`: the opened runs; None skips the checks that need them); unknown names are an error."""
         unknown = set(given) - set(self.params)
         if unknown:
             known = ", ".join(self.params) or "none"
@@ -106,6 +153,7 @@ class NamedQuery:
             if p.type == "SCORES" and not isinstance(raw, str):
                 raw = ",".join(raw)
             value = p.convert(raw) if isinstance(raw, str) else raw
+            p.check(value, ctx or QueryContext(), name in given and ctx is not None, self.name)
             out[name] = (value, "VARCHAR[]" if p.type == "SCORES" else p.type)
         return out
 
@@ -114,7 +162,8 @@ class NamedQuery:
         lines = [f"{self.name}: {self.purpose}"]
         for p in self.params.values():
             choices = f" {{{'|'.join(p.choices)}}}" if p.choices else ""
-            lines.append(f"  --param {p.name}={p.default}{choices}  ({p.type}) {p.doc}".rstrip())
+            bounds = f" [{p.lo}..{p.hi}]" if p.lo or p.hi else ""
+            lines.append(f"  --param {p.name}={p.default}{choices}{bounds}  ({p.type}) {p.doc}".rstrip())
         return "\n".join(lines)
 
 
@@ -131,11 +180,19 @@ def parse_query(path: Path) -> NamedQuery:
         m = _PARAM_RE.match(s)
         if m:
             choices = [c.strip() for c in (m.group("choices") or "").split("|") if c.strip()]
+            lo, hi = (m.group("lo") or "").strip(), (m.group("hi") or "").strip()
+            for end in (lo, hi):
+                if end and end != LAST_LAYER:
+                    float(end)  # a malformed bound in a shipped query is a bug: fail loudly
             params[m.group("name")] = Param(m.group("name"), m.group("type"), m.group("default"), choices,
-                                            m.group("doc").strip())
+                                            m.group("doc").strip(), lo, hi)
         elif s.lstrip("- ").startswith("purpose:"):
             purpose = s.split("purpose:", 1)[1].strip()
     return NamedQuery(path.stem, path, purpose, params, text)
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
 
 
 def list_queries() -> list[NamedQuery]:

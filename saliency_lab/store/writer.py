@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from saliency_lab.errors import SaliencyLabError
+from saliency_lab.errors import SaliencyLabError, os_error
 from saliency_lab.store.schema import PARTITIONED_TABLES, SCHEMAS
 
 PART_RE = re.compile(r"^part-(\d+)\.parquet$")
@@ -70,23 +70,35 @@ def _float_columns(schema: pa.Schema) -> list[str]:
 
 
 def write_part_atomic(table: pa.Table, path: Path) -> None:
-    """Write `table` to `path` via a temporary file, fsync and rename: readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write `table` to `path` via a temporary file, fsync and rename: readers never see a partial file.
+
+    A failed write (disk full, read-only folder) removes its temporary file and raises a one-line
+    SaliencyLabError; parts committed before stay as they are, so `--resume` continues from them."""
     tmp = path.parent / f".{path.name}.tmp"
     dict_cols = [c for c in DICT_COLUMNS if c in table.schema.names]
-    pq.write_table(
-        table,
-        tmp,
-        use_dictionary=dict_cols,
-        use_byte_stream_split=_float_columns(table.schema) or False,
-        **PARQUET_OPTIONS,
-    )
-    fd = os.open(tmp, os.O_RDONLY)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(
+            table,
+            tmp,
+            use_dictionary=dict_cols,
+            use_byte_stream_split=_float_columns(table.schema) or False,
+            **PARQUET_OPTIONS,
+        )
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # the folder itself refuses writes; nothing was left there either
+        if exc.filename is None:  # pyarrow's errors carry no file name
+            exc.filename = str(path)
+        raise os_error(exc, "cannot write this part (committed samples are kept; `--resume` continues)") from None
 
 
 def conform(name: str, table: pa.Table) -> pa.Table:
@@ -121,14 +133,16 @@ class ShardLock:
 
     def acquire(self) -> None:
         """Take the shard's lock file, or take over a stale one left by a dead process."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         me: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
         for _ in range(2):
             try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 self._take_over_if_stale(me["host"])
                 continue
+            except OSError as exc:
+                raise os_error(exc, "cannot take the shard lock; the run folder must be writable") from None
             with os.fdopen(fd, "w") as fh:
                 json.dump(me, fh)
             self._held = True
@@ -221,7 +235,11 @@ class ShardWriter:
             for p in folder.iterdir():
                 m = PART_RE.match(p.name)
                 if TMP_RE.match(p.name) or (m and int(m.group(1)) not in committed_parts):
-                    p.unlink()
+                    try:
+                        p.unlink()
+                    except OSError as exc:
+                        raise os_error(exc, "cannot remove an uncommitted part; the run folder must be "
+                                            "writable to resume") from None
                 elif m:
                     highest = max(highest, int(m.group(1)))
         ids: set[str] = set()
