@@ -10,6 +10,7 @@ the resulting token ids (derived from the ids, never from hard-coded lengths).
 from __future__ import annotations
 
 import hashlib
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,11 +34,14 @@ class PreparedInput:
 
     @property
     def n_input(self) -> int:
+        """Number of input positions (the first output position o)."""
         return int(self.input_ids.shape[1])
 
 
 @dataclass
 class ModelBundle:
+    """A loaded model with its tokenizer/processor, adapter and the facts run.json records."""
+
     model: Any
     tokenizer: Any
     processor: Any
@@ -123,6 +127,55 @@ class ModelAdapter:
     def set_attention(self, model, name: str) -> None:
         """Route the language model through attention `name`; a vision tower stays on sdpa."""
         model.set_attn_implementation(name)
+
+    # ---- forward quirks (every decode step and saliency pass goes through these) ----------------
+    def reset_state(self, model: Any) -> None:
+        """Clear state a model keeps between calls, before a new sample's first forward (none by default)."""
+
+    def cache_kwarg(self, model: Any) -> str:
+        """Name of the KV-cache argument of `model.forward` (transformers renamed past_key_values to cache)."""
+        return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+    def output_cache(self, output: Any) -> Any:
+        """The KV cache a forward returned (under either name)."""
+        cache = getattr(output, "cache", None)
+        return cache if cache is not None else output.past_key_values
+
+    def forward_kwargs(self, model_kwargs: dict[str, Any], n: int) -> dict[str, Any]:
+        """Model kwargs for a cache-free forward over the first n positions of input + output ids (text-only
+        models take none beyond the ids)."""
+        return dict(model_kwargs)
+
+    def logits_head(self, model: Any) -> tuple[Any, torch.nn.Linear] | None:
+        """(base model, lm_head) when logits are exactly lm_head(base(...).last_hidden_state): a bias-free
+        linear head, no logit soft-capping or scaling. Then the decoding loop computes the loss gradient at the
+        head in closed form; None sends it through autograd (always correct, slower)."""
+        head = model.get_output_embeddings()
+        base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+        if base is None or not isinstance(head, torch.nn.Linear) or head.bias is not None:
+            return None
+        configs = [model.config, getattr(model.config, "text_config", None)]
+        for cfg in (c for c in configs if c is not None):
+            for name in ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale"):
+                if getattr(cfg, name, None) not in (None, 1, 1.0):
+                    return None
+        return base, head
+
+    def prefill_length(self, bundle: ModelBundle, ids: list[int], output_start: int) -> int:
+        """How many leading positions of `ids` the saliency pass may prefill without gradients: o - 1, or 0
+        when an image placeholder sits at or after o - 1 (the image features must enter the graded forward)."""
+        img = self.image_token_ids(bundle)
+        if any(i in img for i in ids[output_start - 1:]):
+            return 0
+        return output_start - 1
+
+    def eos_token_ids(self, bundle: ModelBundle) -> list[int]:
+        """End-of-sequence ids: the generation config's, plus the tokenizer's when it differs."""
+        ids = bundle.model.generation_config.eos_token_id
+        ids = [] if ids is None else ([ids] if isinstance(ids, int) else list(ids))
+        if bundle.tokenizer.eos_token_id is not None and bundle.tokenizer.eos_token_id not in ids:
+            ids.append(bundle.tokenizer.eos_token_id)
+        return ids
 
     # ---- inputs --------------------------------------------------------------------------------
     def messages(self, sample: ManifestSample, with_image: bool) -> list[dict]:

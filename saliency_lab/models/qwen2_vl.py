@@ -1,12 +1,15 @@
 """Qwen2-VL and Qwen2.5-VL: `<|vision_start|><|image_pad|>*N<|vision_end|>`, M-RoPE positions.
 
-The model caches `rope_deltas` between calls; every forward here is either `generate` (which manages it) or
-a cache-free full forward with `mm_token_type_ids`, which recomputes it.
+The model computes M-RoPE positions at the prefill (cache empty) from `mm_token_type_ids` / `image_grid_thw`
+and caches `rope_deltas` for the later cached steps (cache length + rope_deltas). A new sample's prefill must
+not reuse the previous sample's delta (a text-only prompt would inherit an image prompt's), so `reset_state`
+clears it before every prefill.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -16,6 +19,12 @@ from saliency_lab.models.vision import VisionAdapter
 
 @register("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration")
 class Qwen2VLAdapter(VisionAdapter):
+    def reset_state(self, model: Any) -> None:
+        """Forget the previous call's `rope_deltas` (kept on the inner model)."""
+        for m in model.modules():
+            if getattr(m, "rope_deltas", None) is not None:
+                m.rope_deltas = None
+
     def load(self, path: Path, architecture: str, dtype: torch.dtype, device: str):
         import transformers
         from transformers import AutoTokenizer, Qwen2VLImageProcessorPil

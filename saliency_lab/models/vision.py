@@ -70,6 +70,10 @@ class VisionAdapter(ModelAdapter):
         out.pop("attention_mask", None)
         return ids, dict(out)
 
+    def forward_kwargs(self, model_kwargs: dict[str, Any], n: int) -> dict[str, Any]:
+        """Pixels and grids as prepared; `mm_token_type_ids` cut or zero-padded to the n positions."""
+        return self.extend_kwargs(model_kwargs, n)
+
     def extend_kwargs(self, kwargs: dict[str, Any], n_total: int) -> dict[str, Any]:
         """Model kwargs for a cache-free forward over the first n_total positions of input + output ids."""
         kw = dict(kwargs)

@@ -61,7 +61,8 @@ def reference_rows(bundle, prepared, output_ids: list[int], heads: HeadsMode = "
 
 
 def _forward(bundle, ids: torch.Tensor, prepared, hooks, n: int):
-    kwargs = bundle.adapter.extend_kwargs(prepared.model_kwargs, n) if bundle.adapter.is_vision else {}
+    bundle.adapter.reset_state(bundle.model)
+    kwargs = bundle.adapter.forward_kwargs(prepared.model_kwargs, n)
     with torch.enable_grad(), use_attention(bundle), intervention_context("plain", hooks, record=True) as ctx:
         res = bundle.model(input_ids=ids, **kwargs, use_cache=False)
     logits = res.logits[0]

@@ -38,8 +38,9 @@ CONVENTIONS = {
     "default_target_layers": "upper half of the language model layers (layer >= n_layers // 2)",
     "attn_out_sum": "head-mean post-softmax attention from the query row to prior output keys",
     "per_sample_seed": "(decoding.seed + first 8 bytes of sha256(sample_id), unsigned big-endian) mod 2**63 "
-    "seeds the global RNGs, generate's sampling and the decoding-loop/SGRS generator of every sample (never its "
-    "position in the run), so sharded and resumed runs reproduce an uninterrupted one",
+    "seeds the global RNGs and the decoding loop's torch.Generator of every sample (never its "
+    "position in the run), so sharded and resumed runs reproduce an uninterrupted one; strategy sample draws "
+    "like SGRS's first draw, so sample and sgrs with alpha 0 and the same seed and K emit the same tokens",
     "shard_assignment": "first 8 bytes of sha256(sample_id) (unsigned big-endian) modulo shards",
 }
 

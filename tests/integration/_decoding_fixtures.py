@@ -103,3 +103,23 @@ def check_decisions(res, cfg, eos: set[int] | None = None) -> None:
         history.append((tc["sgrs_score"][step], tc["accepted"][step]))
     if eos:
         assert all(t not in eos for t in res.output_ids[:-1])
+
+
+def hf_generate(bundle, prepared, max_new_tokens: int, hooks=()) -> list[int]:
+    """Reference: transformers' greedy `generate` (sdpa, or our attention with `hooks`), EOS included."""
+    from transformers import GenerationConfig
+
+    from saliency_lab.saliency.attention import intervention_context, use_attention
+
+    eos = bundle.adapter.eos_token_ids(bundle)
+    pad = bundle.tokenizer.pad_token_id
+    gc = GenerationConfig(max_new_tokens=max_new_tokens, num_beams=1, do_sample=False, eos_token_id=eos or None,
+                          pad_token_id=pad if pad is not None else (eos[0] if eos else None), repetition_penalty=1.0,
+                          suppress_tokens=bundle.adapter.suppressed_token_ids(bundle) or None)
+    with torch.no_grad():
+        if hooks:
+            with use_attention(bundle), intervention_context("plain", list(hooks)):
+                out = bundle.model.generate(prepared.input_ids, **prepared.model_kwargs, generation_config=gc)
+        else:
+            out = bundle.model.generate(prepared.input_ids, **prepared.model_kwargs, generation_config=gc)
+    return out[0, prepared.n_input:].tolist()
