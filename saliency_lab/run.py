@@ -169,7 +169,7 @@ def _default_load(model_cfg: ModelConfig, quiet: bool = False) -> Any:
 
 
 def _default_capture() -> CaptureFn:
-    from saliency_lab.capture import capture_sample
+    from saliency_lab.pipeline import capture_sample
 
     return capture_sample
 
@@ -249,7 +249,7 @@ def capture(
             # Reached on success, Ctrl-C and crashes alike: complete samples are committed, never lost.
             writer.flush()
             if cfg.decoding.decay.active:
-                from saliency_lab.capture.intervention import write_intervention
+                from saliency_lab.pipeline.intervention import write_intervention
 
                 write_intervention(run_dir, cfg.decoding.decay, decayed)
     finally:

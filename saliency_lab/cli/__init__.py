@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-from saliency_lab import __version__
+from saliency_lab.version import __version__
 from saliency_lab.errors import SaliencyLabError
 
 # Module names under saliency_lab.cli, each with register(subparsers). Missing modules are skipped so a

@@ -16,7 +16,7 @@ from typing import Any
 
 import polars as pl
 
-from saliency_lab import __version__
+from saliency_lab.version import __version__
 from saliency_lab.errors import SaliencyLabError
 from saliency_lab.report import assets
 from saliency_lab.report.config import ReportConfig

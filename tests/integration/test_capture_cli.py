@@ -5,7 +5,7 @@ import pytest
 from saliency_lab.cli import main
 from saliency_lab.config import DecodingConfig, ManifestSample, ModelConfig, SaliencyConfig
 from saliency_lab.models.registry import load_model
-from saliency_lab.capture import capture_sample
+from saliency_lab.pipeline import capture_sample
 
 
 @pytest.mark.parametrize("arch,tokenizer", [("mistral", "metaspace"), ("qwen2_5_vl", "bytelevel")])

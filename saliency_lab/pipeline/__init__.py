@@ -4,7 +4,7 @@ Layer order: models -> saliency -> decoding -> capture -> run -> cli; this packa
 driven by `saliency_lab.run.capture`.
 """
 
-from saliency_lab.capture.sample import SampleResult, capture_sample
-from saliency_lab.capture.tables import build_tables
+from saliency_lab.pipeline.sample import SampleResult, capture_sample
+from saliency_lab.pipeline.tables import build_tables
 
 __all__ = ["SampleResult", "build_tables", "capture_sample"]

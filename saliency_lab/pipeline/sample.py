@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from saliency_lab.capture.tables import build_tables
+from saliency_lab.pipeline.tables import build_tables
 from saliency_lab.config import DecodingConfig, ManifestSample, SaliencyConfig
 from saliency_lab.decoding import decode
 from saliency_lab.errors import SampleError
