@@ -7,8 +7,8 @@ import argparse
 import importlib
 import sys
 
-from saliency_lab.version import __version__
 from saliency_lab.errors import SaliencyLabError
+from saliency_lab.version import __version__
 
 # Module names under saliency_lab.cli, each with register(subparsers). Missing modules are skipped so a
 # partial install still offers the commands it has.

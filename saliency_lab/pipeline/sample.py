@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from saliency_lab.pipeline.tables import build_tables
 from saliency_lab.config import DecodingConfig, ManifestSample, SaliencyConfig
 from saliency_lab.decoding import decode
 from saliency_lab.errors import SampleError
+from saliency_lab.pipeline.tables import build_tables
 from saliency_lab.saliency.reference import verify_rows
 from saliency_lab.saliency.single_pass import single_pass
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import polars as pl
 
-from saliency_lab.version import __version__
 from saliency_lab.errors import SaliencyLabError
 from saliency_lab.report import assets
 from saliency_lab.report.config import ReportConfig
@@ -38,6 +37,7 @@ from saliency_lab.report.sections_stats import (
     layers_section,
     means_section,
 )
+from saliency_lab.version import __version__
 
 
 def _expand(runs: Sequence[str | Path] | str | Path) -> list[Path]:

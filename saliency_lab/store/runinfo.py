@@ -15,10 +15,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from saliency_lab.version import __version__
 from saliency_lab.config import CaptureConfig
 from saliency_lab.errors import SaliencyLabError
 from saliency_lab.store.schema import SCHEMA_VERSION, check_schema_version
+from saliency_lab.version import __version__
 
 RUN_JSON = "run.json"
 

@@ -8,8 +8,23 @@ from pathlib import Path
 import pytest
 import torch
 
-ARCHS = ("llama", "llava", "qwen2_vl", "internvl")
-VISION = {"llava", "qwen2_vl", "internvl"}
+from saliency_lab.models.registry import adapter_for, tiny_recipes
+
+_RECIPES = tiny_recipes()
+#: Every registered tiny recipe (one per architecture): the greedy-equivalence test runs over all of them.
+ALL_ARCHS = tuple(_RECIPES)
+VISION = {name for name, r in _RECIPES.items() if r.vision}
+
+
+def _one_per_adapter() -> tuple[str, ...]:
+    seen: dict[type, str] = {}
+    for name, r in _RECIPES.items():
+        seen.setdefault(type(adapter_for(r.architecture)), name)
+    return tuple(sorted(seen.values()))
+
+
+#: One recipe per adapter class (the costlier SGRS/LocoRE tests): every adapter's quirks, fewer duplicates.
+ARCHS = _one_per_adapter()
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ def test_tiny_model_command(tmp_path, capsys, arch, tokenizer):
 
 
 def test_tiny_model_bad_arch(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        main(["tiny-model", "--arch", "gpt5", "--out", str(tmp_path)])
-    assert "invalid choice" in capsys.readouterr().err
+    assert main(["tiny-model", "--arch", "gpt5", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown tiny architecture 'gpt5'" in err and "llama" in err and "qwen3" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "x").exists()

@@ -5,8 +5,8 @@ import torch
 from _capture_fixtures import TEXT_ARCHS, VISION_ARCHS, image_path, tiny_bundle
 
 from saliency_lab.config import DecodingConfig, ManifestSample
-from saliency_lab.saliency.attention import attention_context, use_attention
 from saliency_lab.decoding import decode
+from saliency_lab.saliency.attention import attention_context, use_attention
 from saliency_lab.saliency.reference import reference_rows
 from saliency_lab.saliency.single_pass import single_pass
 

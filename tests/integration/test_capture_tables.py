@@ -6,10 +6,10 @@ import torch
 from _capture_fixtures import image_path, tiny_bundle
 
 from saliency_lab.config import DecodingConfig, LocoREConfig, ManifestSample, SaliencyConfig
+from saliency_lab.decoding import decode
 from saliency_lab.decoding.hooks import intervention_hooks
 from saliency_lab.errors import SaliencyLabError
 from saliency_lab.pipeline import capture_sample
-from saliency_lab.decoding import decode
 from saliency_lab.saliency.reference import reference_rows
 from saliency_lab.saliency.single_pass import single_pass
 from saliency_lab.store.schema import SCHEMAS

@@ -8,9 +8,9 @@ import torch
 from _decoding_fixtures import ARCHS, decoding_image, decoding_models, hf_generate, prepare  # noqa: F401
 
 from saliency_lab.config import DecodingConfig, LocoREConfig
+from saliency_lab.decoding import decode
 from saliency_lab.decoding.hooks import intervention_hooks
 from saliency_lab.decoding.locore import LocoREHook, locore_mask
-from saliency_lab.decoding import decode
 from saliency_lab.saliency.attention import intervention_context, use_attention
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from _decoding_fixtures import (  # noqa: F401
+    ALL_ARCHS,
     ARCHS,
     check_decisions,
     decoding_image,
@@ -104,7 +105,7 @@ def test_target_layers_option_and_bad_layers(decoding_models):
         decode(bundle, prep, _sgrs(3, k=0))
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ALL_ARCHS)
 def test_cached_loop_greedy_equals_generate(arch, decoding_models, decoding_image):
     """Positions (M-RoPE rope_deltas for Qwen2-VL), image inputs and cache handling match `generate`."""
     bundle = decoding_models(arch)

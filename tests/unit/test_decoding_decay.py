@@ -7,9 +7,9 @@ import torch
 
 from saliency_lab.config import DecodingConfig, LocoREConfig, SaliencyDecayConfig
 from saliency_lab.decoding.decay import SaliencyDecayHook, decay_mask
-from saliency_lab.errors import SaliencyLabError
 from saliency_lab.decoding.hooks import intervention_hooks
 from saliency_lab.decoding.locore import LocoREHook
+from saliency_lab.errors import SaliencyLabError
 from saliency_lab.saliency.attention import split_hooks
 
 
