@@ -88,7 +88,7 @@ class ModelBundle:
         }
 
 
-def add_special_tokens(tokenizer, text: str) -> bool:
+def add_special_tokens(tokenizer: Any, text: str) -> bool:
     """Let the tokenizer add its special tokens (BOS) unless the rendered text already starts with BOS, as
     templates like Llama's and LLaVA's do; templates without BOS rely on the tokenizer adding it."""
     bos = getattr(tokenizer, "bos_token", None)
@@ -106,12 +106,14 @@ class ModelAdapter:
     is_vision: ClassVar[bool] = False
 
     # ---- loading -------------------------------------------------------------------------------
-    def model_class(self, architecture: str):
+    def model_class(self, architecture: str) -> Any:
+        """The transformers class that loads `architecture`."""
         import transformers
 
         return getattr(transformers, architecture)
 
-    def load(self, path: Path, architecture: str, dtype: torch.dtype, device: str):
+    def load(self, path: Path, architecture: str, dtype: torch.dtype, device: str) -> tuple[Any, Any, Any]:
+        """(model in eval mode on `device`, tokenizer, processor or None) from a local folder (never downloads)."""
         from transformers import AutoTokenizer
 
         model = self.model_class(architecture).from_pretrained(
@@ -120,11 +122,12 @@ class ModelAdapter:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
         return model.to(device).eval(), tok, None
 
-    def text_config(self, model):
+    def text_config(self, model: Any) -> Any:
+        """The language model's config (the `text_config` of a VLM)."""
         cfg = model.config
         return getattr(cfg, "text_config", None) or cfg
 
-    def set_attention(self, model, name: str) -> None:
+    def set_attention(self, model: Any, name: str) -> None:
         """Route the language model through attention `name`; a vision tower stays on sdpa."""
         model.set_attn_implementation(name)
 
@@ -179,6 +182,7 @@ class ModelAdapter:
 
     # ---- inputs --------------------------------------------------------------------------------
     def messages(self, sample: ManifestSample, with_image: bool) -> list[dict]:
+        """The chat messages of a sample (system, then the user turn with the image placeholder first)."""
         msgs: list[dict] = []
         if sample.system:
             msgs.append({"role": "system", "content": [_text(sample.system)]})
@@ -187,6 +191,7 @@ class ModelAdapter:
         return msgs
 
     def image_token_ids(self, bundle: ModelBundle) -> set[int]:
+        """Ids of the image placeholder tokens (none for text-only models)."""
         return set()
 
     def suppressed_token_ids(self, bundle: ModelBundle) -> list[int]:
@@ -194,6 +199,7 @@ class ModelAdapter:
         return sorted(self.image_token_ids(bundle))
 
     def chat_text(self, bundle: ModelBundle, sample: ManifestSample) -> str:
+        """The rendered prompt text of a text-only sample (the chat template, or the bare prompt without one)."""
         tok = bundle.tokenizer
         if not getattr(tok, "chat_template", None):
             # No template: the prompt is the whole input (base LMs).
@@ -204,6 +210,7 @@ class ModelAdapter:
         return tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
 
     def encode(self, bundle: ModelBundle, sample: ManifestSample) -> tuple[torch.Tensor, dict[str, Any]]:
+        """(input ids [1, n], model kwargs) of a sample; SampleError for an image given to a text-only model."""
         if sample.image:
             raise SampleError(
                 f"sample {sample.sample_id!r}: image {sample.image!r} given but model {bundle.source!r} "
@@ -215,6 +222,8 @@ class ModelAdapter:
         return ids, {}
 
     def prepare(self, bundle: ModelBundle, sample: ManifestSample, *, max_new_tokens: int = 0) -> PreparedInput:
+        """The sample's model input on the bundle's device with its segments; SampleError when it cannot fit the
+        context with `max_new_tokens` more."""
         ids, kwargs = self.encode(bundle, sample)
         n_in = int(ids.shape[1])
         if n_in + max_new_tokens > bundle.max_context:

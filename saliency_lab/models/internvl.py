@@ -1,10 +1,12 @@
 """InternVL (HF-native InternVLForConditionalGeneration): `<IMG_CONTEXT>` expands to `<img>` + N context
-tokens + `</img>`. The `<img>`/`</img>` markers count as system/prompt by their side (SPEC section 2)."""
+tokens + `</img>`. The `<img>`/`</img>` markers count as system/prompt by their side (docs/capture.md, "Models
+and adapters")."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -14,7 +16,8 @@ from saliency_lab.models.vision import VisionAdapter
 
 @register("InternVLForConditionalGeneration")
 class InternVLAdapter(VisionAdapter):
-    def load(self, path: Path, architecture: str, dtype: torch.dtype, device: str):
+    def load(self, path: Path, architecture: str, dtype: torch.dtype, device: str) -> tuple[Any, Any, Any]:
+        """Model, tokenizer and the PIL-based processor from a local folder."""
         from transformers import AutoTokenizer, GotOcr2ImageProcessorPil, InternVLForConditionalGeneration
 
         from saliency_lab.models.processors import ImageOnlyInternVLProcessor

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -12,7 +13,8 @@ from saliency_lab.models.vision import VisionAdapter
 
 @register("LlavaForConditionalGeneration")
 class LlavaAdapter(VisionAdapter):
-    def load(self, path: Path, architecture: str, dtype: torch.dtype, device: str):
+    def load(self, path: Path, architecture: str, dtype: torch.dtype, device: str) -> tuple[Any, Any, Any]:
+        """Model, tokenizer and the PIL-based processor from a local folder."""
         from transformers import (
             AutoTokenizer,
             CLIPImageProcessorPil,

@@ -25,7 +25,8 @@ class Qwen2VLAdapter(VisionAdapter):
             if getattr(m, "rope_deltas", None) is not None:
                 m.rope_deltas = None
 
-    def load(self, path: Path, architecture: str, dtype: torch.dtype, device: str):
+    def load(self, path: Path, architecture: str, dtype: torch.dtype, device: str) -> tuple[Any, Any, Any]:
+        """Model, tokenizer and the PIL-based processor from a local folder."""
         import transformers
         from transformers import AutoTokenizer, Qwen2VLImageProcessorPil
 

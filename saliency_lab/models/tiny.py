@@ -10,6 +10,7 @@ untrained (random weights) and exist for tests, docs and benchmarks. Each family
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -48,7 +49,7 @@ def tiny_names() -> list[str]:
     return list(tiny_recipes())
 
 
-def text_kwargs(tok, max_pos: int = 1024) -> dict:
+def text_kwargs(tok: Any, max_pos: int = 1024) -> dict:
     """Config kwargs of a tiny text model (sizes above, GQA, special ids of `tok`)."""
     return dict(
         vocab_size=len(tok), hidden_size=HIDDEN, intermediate_size=INTER, num_hidden_layers=LAYERS,

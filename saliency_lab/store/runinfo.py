@@ -1,4 +1,4 @@
-"""run.json: what a run is and how it was made (SPEC section 4).
+"""run.json: what a run is and how it was made (docs/capture.md, "run.json").
 
 Several shard processes may start a run at the same moment, so run.json is created with an exclusive
 create-or-compare: the first process writes it atomically (hard link of a fully written temporary file),
