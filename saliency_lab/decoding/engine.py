@@ -48,8 +48,15 @@ def make_policy(bundle: ModelBundle, cfg: DecodingConfig) -> StepPolicy:
     return factory(bundle, cfg)
 
 
-def decode(bundle: ModelBundle, prepared: PreparedInput, cfg: DecodingConfig, *, heads: HeadsMode = "sum_abs",
-           hooks: Sequence[Any] = (), attention: Attention = "auto") -> DecodeResult:
+def decode(
+    bundle: ModelBundle,
+    prepared: PreparedInput,
+    cfg: DecodingConfig,
+    *,
+    heads: HeadsMode = "sum_abs",
+    hooks: Sequence[Any] = (),
+    attention: Attention = "auto",
+) -> DecodeResult:
     """Generate one sample with the strategy and interventions of `cfg` (see the module docstring).
 
     `heads` is the run's head reduction (SGRS scores and the decay rule read saliency like capture records it);

@@ -42,13 +42,33 @@ def _tiny_llava(style: str):
     tok = build_tokenizer(style, ["<image>"], image_token="<image>")
     template = LLAVA_TEMPLATE.replace("IMAGE", "<image>\n")
     image_id = tok.convert_tokens_to_ids("<image>")
-    vision = tf.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                 image_size=56, patch_size=14, projection_dim=32)
-    cfg = tf.LlavaConfig(vision_config=vision, text_config=tf.LlamaConfig(**text_kwargs(tok)),
-                         image_token_id=image_id, vision_feature_layer=-2,
-                         vision_feature_select_strategy="default", image_seq_length=16, tie_word_embeddings=False)
+    vision = tf.CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=56,
+        patch_size=14,
+        projection_dim=32,
+    )
+    cfg = tf.LlavaConfig(
+        vision_config=vision,
+        text_config=tf.LlamaConfig(**text_kwargs(tok)),
+        image_token_id=image_id,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        image_seq_length=16,
+        tie_word_embeddings=False,
+    )
     ip = tf.CLIPImageProcessorPil(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56})
-    proc = tf.LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=14, vision_feature_select_strategy="default",
-                             num_additional_image_tokens=1, chat_template=template, image_token="<image>")
+    proc = tf.LlavaProcessor(
+        image_processor=ip,
+        tokenizer=tok,
+        patch_size=14,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=template,
+        image_token="<image>",
+    )
     tok.chat_template = template
     return tf.LlavaForConditionalGeneration(cfg), tok, proc

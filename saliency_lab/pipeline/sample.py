@@ -39,8 +39,9 @@ class SampleResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def capture_sample(bundle: ModelBundle, sample: ManifestSample, decoding: DecodingConfig, sal: SaliencyConfig,
-                   run_id: str) -> SampleResult:
+def capture_sample(
+    bundle: ModelBundle, sample: ManifestSample, decoding: DecodingConfig, sal: SaliencyConfig, run_id: str
+) -> SampleResult:
     """Generate, compute saliency, and return the sample's tables (status 'ok'); SampleError on bad input."""
     t0 = time.perf_counter()
     prepared = bundle.adapter.prepare(bundle, sample, max_new_tokens=decoding.max_new_tokens)
@@ -51,8 +52,15 @@ def capture_sample(bundle: ModelBundle, sample: ManifestSample, decoding: Decodi
         raise SampleError(f"sample {sample.sample_id!r}: the model generated no tokens")
 
     hooks = list(result.hooks)
-    res = single_pass(bundle, prepared, output_ids, heads=sal.heads, hooks=hooks,
-                      keep_rows=bool(sal.rows) or sal.verify, candidates=sal.candidates)
+    res = single_pass(
+        bundle,
+        prepared,
+        output_ids,
+        heads=sal.heads,
+        hooks=hooks,
+        keep_rows=bool(sal.rows) or sal.verify,
+        candidates=sal.candidates,
+    )
     stats: dict[str, Any] = {"generate_seconds": t_gen}
     if "decayed_steps" in result.stats:
         stats["decayed_steps"] = list(result.stats["decayed_steps"])

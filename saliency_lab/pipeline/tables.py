@@ -22,8 +22,9 @@ if TYPE_CHECKING:
 TOPK_TOKENS = 5
 
 
-def _tokens_columns(bundle: ModelBundle, prepared: PreparedInput, output_ids: list[int],
-                    res: PassResult) -> tuple[dict[str, Any], str]:
+def _tokens_columns(
+    bundle: ModelBundle, prepared: PreparedInput, output_ids: list[int], res: PassResult
+) -> tuple[dict[str, Any], str]:
     tok = bundle.tokenizer
     spans = token_spans(output_ids, tokenizer_decode(tok), set(tok.all_special_ids))
     lp = res.logprobs
@@ -48,9 +49,17 @@ def _tokens_columns(bundle: ModelBundle, prepared: PreparedInput, output_ids: li
     return cols, spans.output_text
 
 
-def build_tables(bundle: ModelBundle, sample: ManifestSample, prepared: PreparedInput, output_ids: list[int],
-                 res: PassResult, sal: SaliencyConfig, run_id: str, seconds: float,
-                 decode_result: DecodeResult | None = None) -> dict[str, pa.Table]:
+def build_tables(
+    bundle: ModelBundle,
+    sample: ManifestSample,
+    prepared: PreparedInput,
+    output_ids: list[int],
+    res: PassResult,
+    sal: SaliencyConfig,
+    run_id: str,
+    seconds: float,
+    decode_result: DecodeResult | None = None,
+) -> dict[str, pa.Table]:
     """Every enabled table of one sample (status 'ok'); `decode_result` adds the SGRS decision columns/rows."""
     t = len(output_ids)
     n_layers = res.sums["row_l2"].shape[1]
@@ -60,21 +69,41 @@ def build_tables(bundle: ModelBundle, sample: ManifestSample, prepared: Prepared
         tok_cols.update(decode_result.token_columns)
     tables: dict[str, pa.Table] = {}
     seg = prepared.segments
-    tables["samples"] = table_from_columns("samples", {
-        "run_id": [run_id], "sample_id": [sid], "image_id": [sample.image_id], "image_path": [sample.image],
-        "system": [sample.system], "prompt": [sample.prompt], "output_text": [output_text],
-        "input_ids": [prepared.input_ids[0].tolist()], "n_input": [prepared.n_input], "n_output": [t],
-        "seg_system": [list(seg["system"])], "seg_image": [list(seg["image"])], "seg_prompt": [list(seg["prompt"])],
-        "status": ["ok"], "error": [None], "seconds": [seconds],
-        "meta": [json.dumps(sample.meta) if sample.meta is not None else None],
-    })
-    tables["tokens"] = table_from_columns("tokens", {"run_id": [run_id] * t, "sample_id": [sid] * t, **tok_cols})
+    tables["samples"] = table_from_columns(
+        "samples",
+        {
+            "run_id": [run_id],
+            "sample_id": [sid],
+            "image_id": [sample.image_id],
+            "image_path": [sample.image],
+            "system": [sample.system],
+            "prompt": [sample.prompt],
+            "output_text": [output_text],
+            "input_ids": [prepared.input_ids[0].tolist()],
+            "n_input": [prepared.n_input],
+            "n_output": [t],
+            "seg_system": [list(seg["system"])],
+            "seg_image": [list(seg["image"])],
+            "seg_prompt": [list(seg["prompt"])],
+            "status": ["ok"],
+            "error": [None],
+            "seconds": [seconds],
+            "meta": [json.dumps(sample.meta) if sample.meta is not None else None],
+        },
+    )
+    tables["tokens"] = table_from_columns(
+        "tokens", {"run_id": [run_id] * t, "sample_id": [sid] * t, **tok_cols}
+    )
 
     # Saliency rows ordered by (step, layer).
     steps = np.repeat(np.arange(t, dtype=np.int32), n_layers)
     layers = np.tile(np.arange(n_layers, dtype=np.int16), t)
-    sal_cols: dict[str, Any] = {"run_id": [run_id] * (t * n_layers), "sample_id": [sid] * (t * n_layers),
-                                "step": steps, "layer": layers}
+    sal_cols: dict[str, Any] = {
+        "run_id": [run_id] * (t * n_layers),
+        "sample_id": [sid] * (t * n_layers),
+        "step": steps,
+        "layer": layers,
+    }
     for c in SUM_COLUMNS:
         sal_cols[c] = res.sums[c].reshape(-1).astype(np.float32)
     prev = sal_cols["prev"]
@@ -85,11 +114,15 @@ def build_tables(bundle: ModelBundle, sample: ManifestSample, prepared: Prepared
         k = res.cand_ids.shape[1]
         st, rk, ly = np.meshgrid(np.arange(t), np.arange(k), np.arange(n_layers), indexing="ij")
         m = t * k * n_layers
-        cand = {"run_id": [run_id] * m, "sample_id": [sid] * m, "step": st.reshape(-1).astype(np.int32),
-                "rank": rk.reshape(-1).astype(np.int16),
-                "token_id": np.repeat(res.cand_ids.reshape(-1), n_layers).astype(np.int32),
-                "prob": np.repeat(res.cand_probs.reshape(-1), n_layers).astype(np.float32),
-                "layer": ly.reshape(-1).astype(np.int16)}
+        cand = {
+            "run_id": [run_id] * m,
+            "sample_id": [sid] * m,
+            "step": st.reshape(-1).astype(np.int32),
+            "rank": rk.reshape(-1).astype(np.int16),
+            "token_id": np.repeat(res.cand_ids.reshape(-1), n_layers).astype(np.int32),
+            "prob": np.repeat(res.cand_probs.reshape(-1), n_layers).astype(np.float32),
+            "layer": ly.reshape(-1).astype(np.int16),
+        }
         for c in CAND_COLUMNS:
             cand[c] = res.cand_sums[c].reshape(-1).astype(np.float32)
         cand["prev"] = pa.array(cand["prev"], type=pa.float32(), mask=cand["step"] == 0)
@@ -100,7 +133,9 @@ def build_tables(bundle: ModelBundle, sample: ManifestSample, prepared: Prepared
     if decode_result is not None and decode_result.decisions:
         d = dict(decode_result.decisions)
         m = len(next(iter(d.values())))
-        tables["decisions"] = table_from_columns("decisions", {"run_id": [run_id] * m, "sample_id": [sid] * m, **d})
+        tables["decisions"] = table_from_columns(
+            "decisions", {"run_id": [run_id] * m, "sample_id": [sid] * m, **d}
+        )
     return tables
 
 
@@ -113,7 +148,7 @@ def _rows_table(res: PassResult, o: int, keys: str, run_id: str, sid: str) -> pa
         q = o - 1 + s
         lo = o if keys == "output" else 0
         for layer in range(n_layers):
-            values.append(stacked[s, layer, lo:q + 1])
+            values.append(stacked[s, layer, lo : q + 1])
             steps.append(s)
             layers.append(layer)
     offsets = np.zeros(len(values) + 1, dtype=np.int32)
@@ -121,6 +156,14 @@ def _rows_table(res: PassResult, o: int, keys: str, run_id: str, sid: str) -> pa
     flat = np.concatenate(values) if values else np.zeros(0, np.float16)
     arr = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=pa.float16()))
     m = len(values)
-    return table_from_columns("rows", {"run_id": [run_id] * m, "sample_id": [sid] * m,
-                                       "step": np.asarray(steps, np.int32), "layer": np.asarray(layers, np.int16),
-                                       "keys": [keys] * m, "values": arr})
+    return table_from_columns(
+        "rows",
+        {
+            "run_id": [run_id] * m,
+            "sample_id": [sid] * m,
+            "step": np.asarray(steps, np.int32),
+            "layer": np.asarray(layers, np.int16),
+            "keys": [keys] * m,
+            "values": arr,
+        },
+    )

@@ -164,8 +164,11 @@ def test_capture_sample_run_is_the_paired_control_of_sgrs(tmp_path, tiny_llama):
 
     def tokens(name: str, *extra: str) -> dict[str, list[int]]:
         assert main(base + ["--out", str(tmp_path), "--run-id", name, *extra]) == 0
-        rows = pq.read_table(tmp_path / name / "tokens").sort_by([("sample_id", "ascending"),
-                                                                    ("step", "ascending")]).to_pylist()
+        rows = (
+            pq.read_table(tmp_path / name / "tokens")
+            .sort_by([("sample_id", "ascending"), ("step", "ascending")])
+            .to_pylist()
+        )
         out: dict[str, list[int]] = {}
         for r in rows:
             out.setdefault(r["sample_id"], []).append(r["token_id"])

@@ -16,7 +16,14 @@ ROOT = Path(saliency_lab.__file__).resolve().parent
 # or lower. Modules inside one package may import each other (the cycle check still applies to them).
 RANKS = {
     # base: no model, no torch-level logic
-    "version": 0, "errors": 0, "config": 0, "jsonl": 0, "seeding": 0, "progress": 0, "manifest": 0, "store": 0,
+    "version": 0,
+    "errors": 0,
+    "config": 0,
+    "jsonl": 0,
+    "seeding": 0,
+    "progress": 0,
+    "manifest": 0,
+    "store": 0,
     "assets": 0,
     "models": 1,
     "saliency": 2,
@@ -163,7 +170,9 @@ def test_every_module_has_a_rank():
 
 def test_no_import_cycle():
     cycles = _cycles(_graph())
-    assert not cycles, "import cycles (imports inside functions count): " + "; ".join(" <-> ".join(c) for c in cycles)
+    assert not cycles, "import cycles (imports inside functions count): " + "; ".join(
+        " <-> ".join(c) for c in cycles
+    )
 
 
 def test_no_upward_import():
@@ -186,7 +195,12 @@ def test_known_exceptions_are_still_real(edge):
 
 def test_the_library_never_imports_the_cli():
     graph = _graph()
-    users = sorted(a for a, t in graph.items() if not a.startswith(("saliency_lab.cli", "saliency_lab.__main__"))
-                   and any(b.startswith("saliency_lab.cli") for b in t) and a != "saliency_lab")
+    users = sorted(
+        a
+        for a, t in graph.items()
+        if not a.startswith(("saliency_lab.cli", "saliency_lab.__main__"))
+        and any(b.startswith("saliency_lab.cli") for b in t)
+        and a != "saliency_lab"
+    )
     allowed = {a for a, _ in KNOWN_EXCEPTIONS}
     assert set(users) <= allowed, users
