@@ -6,7 +6,8 @@ Input: --prompt (600) prompt tokens, --new (100) output tokens, float32, --threa
 
 Measured, each method in its own fresh subprocess (so peak RSS is per method):
   generate   plain greedy `model.generate` (sdpa, KV cache) of the same tokens
-  capture    `capture_sample`: generate + one stop-gradient forward/backward + all reductions + tables
+  capture    `capture_sample`: `decode` (greedy, our cached loop on sdpa) + one stop-gradient forward/backward
+             + all reductions + tables
   reference  per-prefix reference (100 forward+backward passes), one repetition
 Timing: generate and capture alternate --reps times in one process after a warm-up, so both see the same
 machine load; the ratio is of the medians. Peak memory: each method once more in its own fresh process,
@@ -69,7 +70,7 @@ def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     from saliency_lab.config import DecodingConfig, ManifestSample, ModelConfig, SaliencyConfig
     from saliency_lab.models.registry import load_model
-    from saliency_lab.saliency.capture import capture_sample, generate_ids
+    from saliency_lab.pipeline import capture_sample
     from saliency_lab.saliency.reference import reference_rows
     from saliency_lab.saliency.single_pass import single_pass
 
@@ -78,15 +79,23 @@ def worker(args: argparse.Namespace) -> None:
     sample = ManifestSample("b0", prompt(0, args.prompt))
     prepared = bundle.adapter.prepare(bundle, sample, max_new_tokens=args.new)
     assert prepared.n_input == args.prompt, prepared.n_input
+    from transformers import GenerationConfig
+
+    gc = GenerationConfig(max_new_tokens=args.new, do_sample=False, num_beams=1, eos_token_id=None, pad_token_id=0)
+
+    def generate_ids() -> list[int]:
+        with torch.no_grad():
+            return bundle.model.generate(prepared.input_ids, generation_config=gc)[0, prepared.n_input:].tolist()
+
     base_rss = _rss_now()
     times, extra = [], {}
     if args.worker == "timing":
         # generate and capture alternate, so both see the same machine load (shared CPUs are noisy).
         gen_t, cap_t = [], []
-        generate_ids(bundle, prepared, dec, [])  # warm-up (allocator, kernels), not timed
+        generate_ids()  # warm-up (allocator, kernels), not timed
         for _ in range(args.reps):
             t0 = time.perf_counter()
-            out = generate_ids(bundle, prepared, dec, [])
+            out = generate_ids()
             gen_t.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             res = capture_sample(bundle, sample, dec, SaliencyConfig(), "bench")
@@ -98,11 +107,11 @@ def worker(args: argparse.Namespace) -> None:
     for _ in range(args.reps):
         t0 = time.perf_counter()
         if args.worker == "generate":
-            out = generate_ids(bundle, prepared, dec, [])
+            out = generate_ids()
         elif args.worker == "capture":
             res = capture_sample(bundle, sample, dec, SaliencyConfig(), "bench")
         elif args.worker == "reference":
-            out = generate_ids(bundle, prepared, dec, [])
+            out = generate_ids()
             t0 = time.perf_counter()  # time the reference itself, not the generation it needs
             ref = reference_rows(bundle, prepared, out, "sum_abs")
             fast = single_pass(bundle, prepared, out, keep_rows=True)
@@ -134,7 +143,7 @@ def storage(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     from saliency_lab.config import DecodingConfig, ManifestSample, ModelConfig, SaliencyConfig
     from saliency_lab.models.registry import load_model
-    from saliency_lab.saliency.capture import capture_sample
+    from saliency_lab.pipeline import capture_sample
     from saliency_lab.store.writer import ShardWriter
 
     bundle = load_model(ModelConfig(args.model_dir, dtype="float32"))

@@ -6,10 +6,10 @@ exactly --new tokens). float32, --threads torch threads (default 2).
 
 Methods (all one sequence, KV cache, --prompt prompt tokens, --new new tokens; time = prefill + all steps):
   hf_generate        greedy `model.generate` (sdpa)                         <- the "greedy" baseline
-  loop_sdpa          our cached loop, greedy, sdpa
-  loop_ours          our cached loop, greedy, through our attention function (no hooks)
-  locore             our loop, greedy, LocoRE beta 0.15, w_s 5 (post-softmax hook, every layer)
-  sgrs               SGRS K=5, R=3, alpha 0.6, W 5, upper-half target layers (grads through the new row)
+  loop_sdpa          `decode`, greedy (sdpa: what capture runs without interventions)
+  loop_ours          `decode`, greedy, forced through our attention function (no hooks)
+  locore             `decode`, greedy, LocoRE beta 0.15, w_s 5 (post-softmax hook, every layer)
+  sgrs               `decode`, SGRS K=5, R=3, alpha 0.6, W 5, upper-half target layers (grads through the new row)
   sgrs_locore        SGRS + LocoRE
 Each method runs once (or --repeats interleaved rounds, fastest kept) after one warm-up run of all methods;
 ratios are against hf_generate ("x greedy"), the faster of hf_generate and loop_sdpa ("x fastest") and loop_ours. ms/token = (prefill + all steps) / new tokens.
@@ -64,13 +64,11 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
+    from transformers import GenerationConfig
 
     from saliency_lab.config import DecodingConfig, LocoREConfig, SGRSConfig
-    from saliency_lab.decoding.hooks import intervention_hooks
-    from saliency_lab.decoding.loop import decode_plain
-    from saliency_lab.decoding.sgrs import decode_sgrs
+    from saliency_lab.decoding import decode
     from saliency_lab.models.base import PreparedInput
-    from saliency_lab.saliency.capture import generate_ids
 
     torch.set_num_threads(args.threads)
     shape = (2000, 64, 2, 4, 128) if args.quick else (VOCAB, HIDDEN, LAYERS, HEADS, INTER)
@@ -84,17 +82,20 @@ def main() -> None:
     locore = LocoREConfig(beta=0.15, window=5)
     sgrs = SGRSConfig(alpha=0.6, window=5, k=5, max_resample=3)
     greedy = DecodingConfig(max_new_tokens=new, strategy="greedy")
+    gc = GenerationConfig(max_new_tokens=new, do_sample=False, num_beams=1, eos_token_id=None, pad_token_id=0)
+
+    def hf_generate() -> list[int]:
+        with torch.no_grad():
+            return bundle.model.generate(prepared.input_ids, generation_config=gc)[0, prompt_len:].tolist()
+
     methods = {
-        "hf_generate": lambda: generate_ids(bundle, prepared, greedy, []),
-        "loop_sdpa": lambda: decode_plain(bundle, prepared, greedy, attention="sdpa").output_ids,
-        "loop_ours": lambda: decode_plain(bundle, prepared, greedy).output_ids,
-        "locore": lambda: decode_plain(
-            bundle, prepared, greedy, hooks=intervention_hooks(DecodingConfig(locore=locore), prompt_len)
-        ).output_ids,
-        "sgrs": lambda: decode_sgrs(bundle, prepared, DecodingConfig(max_new_tokens=new, strategy="sgrs",
-                                                                     sgrs=sgrs)),
-        "sgrs_locore": lambda: decode_sgrs(bundle, prepared, DecodingConfig(max_new_tokens=new, strategy="sgrs",
-                                                                            sgrs=sgrs, locore=locore)),
+        "hf_generate": hf_generate,
+        "loop_sdpa": lambda: decode(bundle, prepared, greedy, attention="sdpa").output_ids,
+        "loop_ours": lambda: decode(bundle, prepared, greedy, attention="ours").output_ids,
+        "locore": lambda: decode(bundle, prepared, DecodingConfig(max_new_tokens=new, locore=locore)).output_ids,
+        "sgrs": lambda: decode(bundle, prepared, DecodingConfig(max_new_tokens=new, strategy="sgrs", sgrs=sgrs)),
+        "sgrs_locore": lambda: decode(bundle, prepared, DecodingConfig(max_new_tokens=new, strategy="sgrs",
+                                                                       sgrs=sgrs, locore=locore)),
     }
     for fn in methods.values():  # warm-up
         fn()

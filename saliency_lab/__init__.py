@@ -6,9 +6,8 @@ so `import saliency_lab` stays fast.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from saliency_lab.errors import SaliencyLabError, SampleError
+from saliency_lab.version import __version__
 
 __all__ = ["__version__", "SaliencyLabError", "SampleError", "capture"]
 

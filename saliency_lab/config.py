@@ -22,11 +22,13 @@ HeadsMode = Literal["sum_abs", "abs_sum"]
 RowsMode = Literal["output", "all"]
 Strategy = Literal["greedy", "sample", "sgrs"]
 LocoREMode = Literal["post_softmax", "renormalize", "logit_offset"]
+DecayMode = Literal["post_softmax", "renormalize"]
 
 STRATEGIES = ("greedy", "sample", "sgrs")
 HEADS_MODES = ("sum_abs", "abs_sum")
 ROWS_MODES = ("output", "all")
 LOCORE_MODES = ("post_softmax", "renormalize", "logit_offset")
+DECAY_MODES = ("post_softmax", "renormalize")
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -129,6 +131,37 @@ class LocoREConfig:
 
 
 @dataclass
+class SaliencyDecayConfig:
+    """The saliency-decay intervention (paper App. B.1; docs/interventions.md): attention toward chosen output
+    tokens is multiplied by `rate` from the forward in which each is fed on. Inactive unless rate != 1 and some
+    tokens are chosen (fixed `steps` or the online `threshold` rule)."""
+
+    rate: float = 1.0  # r: factor on attention toward a decayed token (1 = no change)
+    steps: list[int] = field(default_factory=list)  # output steps to decay
+    threshold: float | None = None  # online rule: decay tokens whose normalized prev saliency > threshold
+    layers: list[int] | None = None  # layers the rule averages over; None = upper half
+    mode: DecayMode = "post_softmax"
+
+    def validate(self, n_layers: int | None = None) -> SaliencyDecayConfig:
+        """Ranges of every setting, each error naming its --decay-* flag; the layers once the model is known."""
+        if not _is_number(self.rate) or self.rate < 0:
+            raise SaliencyLabError(f"--decay-rate {self.rate!r}: must be a finite number >= 0 "
+                                   "(1 = no change, 0.2 = decay 80%)")
+        if not isinstance(self.steps, (list, tuple)) or not all(_is_int(s) and s >= 0 for s in self.steps):
+            raise SaliencyLabError(f"--decay-steps {self.steps!r}: expected output steps >= 0, e.g. 3,4,5")
+        if self.threshold is not None and not _is_number(self.threshold):
+            raise SaliencyLabError(f"--decay-threshold {self.threshold!r}: must be a finite number, e.g. 0.45")
+        _choice("--decay-mode", self.mode, DECAY_MODES)
+        validate_layers(self.layers, n_layers, "--decay-layers")
+        return self
+
+    @property
+    def active(self) -> bool:
+        """True when the intervention changes anything."""
+        return self.rate != 1.0 and (bool(self.steps) or self.threshold is not None)
+
+
+@dataclass
 class DecodingConfig:
     max_new_tokens: int = 64
     strategy: Strategy = "greedy"
@@ -137,10 +170,12 @@ class DecodingConfig:
     top_k: int = 0  # for strategy="sample"; 0 = full softmax
     sgrs: SGRSConfig = field(default_factory=SGRSConfig)
     locore: LocoREConfig = field(default_factory=LocoREConfig)
+    decay: SaliencyDecayConfig = field(default_factory=SaliencyDecayConfig)
 
     def validate(self, n_layers: int | None = None) -> DecodingConfig:
         """Every decoding setting (all blocks, whatever the strategy, so a run never records an impossible
-        value); the SGRS layers are checked against `n_layers` only for strategy "sgrs"."""
+        value); the SGRS layers are checked against `n_layers` only for strategy "sgrs", the decay layers only
+        when the decay is active."""
         _choice("--strategy", self.strategy, STRATEGIES)
         _int_at_least("--max-new-tokens", self.max_new_tokens, 1)
         if not _is_int(self.seed):
@@ -151,6 +186,9 @@ class DecodingConfig:
         _int_at_least("--top-k", self.top_k, 0, "0 samples from the full softmax")
         self.sgrs.validate(n_layers if self.strategy == "sgrs" else None)
         self.locore.validate()
+        self.decay.validate(n_layers if self.decay.active else None)
+        if self.decay.active and self.strategy == "sgrs":
+            raise SaliencyLabError("--decay-rate: saliency decay runs with --strategy greedy or sample, not sgrs")
         return self
 
 

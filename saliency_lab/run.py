@@ -190,7 +190,7 @@ def _default_load(model_cfg: ModelConfig, quiet: bool = False) -> Any:
 
 
 def _default_capture() -> CaptureFn:
-    from saliency_lab.saliency.capture import capture_sample
+    from saliency_lab.pipeline import capture_sample
 
     return capture_sample
 
@@ -243,6 +243,7 @@ def capture(
     ok = err = 0
     classes: Counter[str] = Counter()
     verify_diff: float | None = None
+    decayed: dict[str, list[int]] = {}  # per sample, the output steps the saliency decay chose
     try:
         committed = writer.recover()
         todo = [s for s in mine if s.sample_id not in committed]
@@ -257,9 +258,12 @@ def capture(
                     result = sample_fn(bundle, sample, cfg.decoding, cfg.saliency, run_id)
                     tables = dict(result.tables)
                     tables["samples"] = _with_manifest_fields(tables["samples"], sample)
-                    diff = (getattr(result, "stats", None) or {}).get("verify_max_abs_diff")
+                    stats = getattr(result, "stats", None) or {}
+                    diff = stats.get("verify_max_abs_diff")
                     if diff is not None:
                         verify_diff = max(float(diff), verify_diff or 0.0)
+                    if "decayed_steps" in stats:
+                        decayed[sample.sample_id] = list(stats["decayed_steps"])
                 except SampleError as exc:
                     classes[type(exc).__name__] += 1
                     tables = {"samples": error_row(run_id, sample, str(exc), time.perf_counter() - ts)}
@@ -279,6 +283,10 @@ def capture(
         finally:
             # Reached on success, Ctrl-C and crashes alike: complete samples are committed, never lost.
             writer.flush()
+            if cfg.decoding.decay.active:
+                from saliency_lab.pipeline.intervention import write_intervention
+
+                write_intervention(run_dir, cfg.decoding.decay, decayed)
     finally:
         if progress is not None:
             progress.close()

@@ -9,7 +9,6 @@ import sys
 import warnings
 from typing import Any
 
-from saliency_lab import __version__
 from saliency_lab.errors import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -17,6 +16,7 @@ from saliency_lab.errors import (
     SaliencyLabWarning,
     os_error_line,
 )
+from saliency_lab.version import __version__
 
 # Errors of the storage/query libraries reach the user as one line: they come from a damaged or vanished
 # file (a truncated Parquet part, a run deleted mid-report), not from a bug in the command line given.

@@ -13,6 +13,7 @@ from saliency_lab.config import (
     LocoREConfig,
     ModelConfig,
     SaliencyConfig,
+    SaliencyDecayConfig,
     SGRSConfig,
 )
 from saliency_lab.errors import EXIT_NO_SAMPLE, SaliencyLabError
@@ -139,6 +140,7 @@ def config_from_args(args: argparse.Namespace) -> CaptureConfig:
             top_k=args.top_k,
             sgrs=sgrs,
             locore=locore,
+            decay=decay_from_args(args),
         ),
         saliency=SaliencyConfig(heads=args.heads, candidates=args.candidates, rows=args.rows, verify=args.verify),
         shard=args.shard,
@@ -148,29 +150,21 @@ def config_from_args(args: argparse.Namespace) -> CaptureConfig:
     )
 
 
-def decay_from_args(args: argparse.Namespace, strategy: str):
-    """The SaliencyDecayConfig the --decay-* flags ask for, or None when --decay-rate is not given."""
+def decay_from_args(args: argparse.Namespace) -> SaliencyDecayConfig:
+    """The decay block the --decay-* flags ask for (inactive without --decay-rate); ranges are checked by
+    DecodingConfig.validate, the one place for them."""
     flags = ("decay_steps", "decay_threshold", "decay_layers", "decay_mode")
     if args.decay_rate is None:
         given = [f"--{f.replace('_', '-')}" for f in flags if getattr(args, f, None) is not None]
         if given:
             raise SaliencyLabError(f"{given[0]} needs --decay-rate R to turn the saliency decay on")
-        return None
-    from saliency_lab.decoding.decay import SaliencyDecayConfig
-
-    if strategy == "sgrs":
-        raise SaliencyLabError("--decay-rate: saliency decay runs with --strategy greedy or sample, not sgrs")
+        return SaliencyDecayConfig()
     if args.decay_steps is None and args.decay_threshold is None:
         raise SaliencyLabError("--decay-rate: say which tokens to decay with --decay-steps S1,S2 or "
                                "--decay-threshold T")
-    decay = SaliencyDecayConfig(rate=args.decay_rate, steps=list(args.decay_steps or []),
-                                threshold=args.decay_threshold, layers=args.decay_layers,
-                                mode=args.decay_mode or "post_softmax")
-    try:
-        decay.validate()
-    except ValueError as exc:
-        raise SaliencyLabError(f"--decay-*: {exc}") from None
-    return decay
+    return SaliencyDecayConfig(rate=args.decay_rate, steps=list(args.decay_steps or []),
+                               threshold=args.decay_threshold, layers=args.decay_layers,
+                               mode=args.decay_mode or "post_softmax")
 
 
 def run_capture(args: argparse.Namespace) -> int:
@@ -178,13 +172,7 @@ def run_capture(args: argparse.Namespace) -> int:
     from saliency_lab.run import capture
 
     cfg = config_from_args(args)
-    decay = decay_from_args(args, cfg.decoding.strategy)
-    if decay is not None:
-        from saliency_lab.decoding.decay_capture import capture_decay
-
-        result = capture_decay(cfg, decay)
-    else:
-        result = capture(cfg)
+    result = capture(cfg)
     print(f"run written to {result.run_dir}")
     print(result.summary())
     if result.error:

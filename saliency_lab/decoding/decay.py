@@ -9,8 +9,8 @@ Which tokens are decayed:
 - `steps`: fixed output steps (0-based), the same for every sample;
 - `threshold`: an online rule, decaying every generated token whose normalized prev saliency, averaged over the
   target layers, exceeds the threshold (the paper uses 0.45 on correct tokens; labels are unknown while decoding,
-  so the rule here reads saliency only). The rule needs each token's saliency while decoding, so it runs in our
-  gradient-enabled loop (`decode_with_decay`); fixed steps work as plain hooks in any generation.
+  so the rule here reads saliency only). The rule needs each token's saliency while decoding: `DecayObserver`
+  asks `decode` for gradients through its layers and reads the emitted token's row after each step.
 
 Like LocoRE the default is a post-softmax multiplication without renormalization (`mode="renormalize"` divides
 each row by its new sum).
@@ -19,36 +19,17 @@ each row by its new sum).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from saliency_lab.config import DecodingConfig, HeadsMode
+from saliency_lab.config import SaliencyDecayConfig
 from saliency_lab.decoding.locore import Positions, apply_gain, as_positions
+from saliency_lab.decoding.loop import target_layers
+from saliency_lab.decoding.protocols import StepContext
 from saliency_lab.decoding.result import DecodeResult
-from saliency_lab.errors import SaliencyLabError
 
-
-@dataclass
-class SaliencyDecayConfig:
-    rate: float = 1.0  # r: factor on attention toward a decayed token (1 = no change)
-    steps: list[int] = field(default_factory=list)  # output steps to decay
-    threshold: float | None = None  # online rule: decay tokens whose normalized prev saliency > threshold
-    layers: list[int] | None = None  # layers the rule averages over; None = upper half
-    mode: Literal["post_softmax", "renormalize"] = "post_softmax"
-
-    def validate(self) -> None:
-        if not 0.0 <= self.rate:
-            raise ValueError(f"decay rate must be >= 0, got {self.rate}")
-        if any(int(s) < 0 for s in self.steps):
-            raise ValueError(f"decay steps must be >= 0, got {self.steps}")
-        if self.mode not in ("post_softmax", "renormalize"):
-            raise ValueError(f"unknown decay mode {self.mode!r}")
-
-    @property
-    def active(self) -> bool:
-        return self.rate != 1.0 and (bool(self.steps) or self.threshold is not None)
+__all__ = ["DecayObserver", "SaliencyDecayConfig", "SaliencyDecayHook", "decay_mask"]
 
 
 def decay_mask(query_positions: Positions, key_positions: Positions, decayed: Iterable[int]) -> torch.Tensor:
@@ -96,52 +77,38 @@ class SaliencyDecayHook:
         return f"SaliencyDecayHook(rate={self.rate}, positions={sorted(self.positions)})"
 
 
-def decode_with_decay(bundle: Any, prepared: Any, decoding: DecodingConfig, decay: SaliencyDecayConfig,
-                      *, heads: HeadsMode = "sum_abs") -> DecodeResult:
-    """Greedy / top-k sampling (our loop) with the decay intervention; SGRS via `decode_sgrs(extra_hooks=...)`.
+class DecayObserver:
+    """The decay as a decoding observer: the hook, plus the online threshold rule when configured.
 
-    With `threshold` set, every step >= 1 runs with gradients through the target layers and one backward for the
-    emitted token; its normalized prev saliency (mean over the layers) decides whether it is decayed from the
-    next forward on. `stats` holds `decayed_steps` and the per-step `prev_norm` values (None at step 0).
+    Adds the token columns' worth of stats `decayed_steps` (output steps whose token was decayed) and `prev_norm`
+    (per step the rule's value, None at step 0 or without the rule).
     """
-    from saliency_lab.decoding.hooks import intervention_hooks
-    from saliency_lab.decoding.loop import CachedDecoder, eos_set, make_generator, target_layers
-    from saliency_lab.decoding.selection import draw_index, top_k_candidates
 
-    if decoding.strategy not in ("greedy", "sample"):
-        raise SaliencyLabError(
-            f"saliency decay runs with strategy greedy or sample, not {decoding.strategy!r}; for SGRS pass "
-            "SaliencyDecayHook(...) to decode_sgrs(extra_hooks=...)"
-        )
-    decay.validate()
-    hook = SaliencyDecayHook(decay, prepared.n_input)
-    online = decay.threshold is not None
-    layers = target_layers(bundle.n_layers, decay.layers) if online else []
-    dec = CachedDecoder(bundle, prepared, hooks=intervention_hooks(decoding, prepared.n_input) + [hook],
-                        grad_layers=layers)
-    gen = make_generator(decoding, prepared.sample_id)
-    eos = eos_set(bundle)
-    out: list[int] = []
-    prev_norm: list[float | None] = []
-    with dec.active():
-        logits = dec.prefill()
-        for step in range(decoding.max_new_tokens):
-            sel = dec.selection_logits(logits)
-            if decoding.strategy == "greedy":
-                tok = int(torch.argmax(sel))
-            else:
-                cands = top_k_candidates(sel, decoding.top_k or sel.numel(), decoding.temperature)
-                tok = cands.ids[draw_index(cands.probs, gen)]
-            value = None
-            if online and step >= 1:
-                logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
-                value = dec.row_stats(logp, tok, heads, retain=False).prev_norm()
-                if value is not None and value > decay.threshold:
-                    hook.add_step(step)
-            prev_norm.append(value)
-            out.append(tok)
-            if tok in eos or len(out) == decoding.max_new_tokens:
-                break
-            logits = dec.step(tok, grad=online)
-    decayed = sorted(p - prepared.n_input for p in hook.positions if p - prepared.n_input < len(out))
-    return DecodeResult(output_ids=out, stats={"decayed_steps": decayed, "prev_norm": prev_norm, "hook": hook})
+    def __init__(self, cfg: SaliencyDecayConfig, output_start: int, n_layers: int) -> None:
+        self.cfg = cfg
+        self.hook = SaliencyDecayHook(cfg, output_start)
+        self.layers = target_layers(n_layers, cfg.layers) if cfg.threshold is not None else []
+        self.prev_norm: list[float | None] = []
+
+    def attention_hooks(self) -> list[Any]:
+        """The decay hook (its positions grow as the rule fires)."""
+        return [self.hook]
+
+    def grad_layers(self) -> list[int]:
+        """The rule's layers (empty for fixed steps)."""
+        return list(self.layers)
+
+    def on_token(self, ctx: StepContext, token_id: int) -> None:
+        """Online rule: decay the token from the next forward on when its prev saliency exceeds the threshold."""
+        value = None
+        if self.layers and ctx.step >= 1:
+            value = ctx.row_stats(token_id, self.layers).prev_norm()
+            if value is not None and value > float(self.cfg.threshold):  # type: ignore[arg-type]
+                self.hook.add_step(ctx.step)
+        self.prev_norm.append(value)
+
+    def finish(self, result: DecodeResult) -> None:
+        """`decayed_steps` and `prev_norm` into the stats."""
+        o, n = self.hook.output_start, len(result.output_ids)
+        result.stats["decayed_steps"] = sorted(p - o for p in self.hook.positions if p - o < n)
+        result.stats["prev_norm"] = list(self.prev_norm)

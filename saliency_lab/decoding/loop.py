@@ -1,36 +1,39 @@
-"""Cached single-sequence decoding with optional gradients (what SGRS and online interventions need).
+"""The cached single-sequence decoder under `saliency_lab.decoding.decode` (the one generation path).
 
-`generate()` runs under no_grad, so saliency while decoding needs its own loop. `CachedDecoder` does one
-prefill (no gradient) and then one forward per new token with the KV cache. When a step runs with gradients,
-the cached keys/values of earlier positions are detached right after the forward: every path from the new query's
-attention row A[l, q, :] to the loss at q stays in the graph (the query's own key/value is computed in the same
-forward), and no earlier position depends on A[l, q, :], so dL/dA[l, q, :] is exact (SPEC section 3).
+`CachedDecoder` does one prefill (`saliency_lab.saliency.prefill`, no gradient) and then one forward per new token
+with the KV cache. When a step runs with gradients, the cached keys/values of earlier positions are detached right
+after the forward: every path from the new query's attention row A[l, q, :] to the loss at q stays in the graph
+(the query's own key/value is computed in the same forward), and no earlier position depends on A[l, q, :], so
+dL/dA[l, q, :] is exact (docs/capture.md, "How saliency is computed").
 
 Only the target layers get a graph: `GradTap`, the last attention hook, turns their probabilities into leaves
 that require grad (the weights are frozen), so a forward builds a graph from the lowest target layer upwards and
 a backward stops there. The tap reads the probabilities after every other hook, i.e. the weights actually
 multiplied with V (a LocoRE-modified row under LocoRE).
 
-Model-specific state: positions are left to the model (no position_ids are passed). Qwen2-VL computes M-RoPE
-positions at the prefill (cache empty) from `mm_token_type_ids` / `image_grid_thw` and stores `rope_deltas`; each
-later step uses cache length + rope_deltas. The decoder clears a stale `rope_deltas` before its prefill, since a
-text-only prompt would otherwise inherit the previous sample's delta. Image inputs are passed to the prefill only.
+Model-specific state (positions, M-RoPE deltas, image inputs, the cache argument, the logits head) belongs to the
+adapter (`saliency_lab.models.base.ModelAdapter`); positions are left to the model (no position_ids are passed)
+and image inputs reach the prefill only.
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from saliency_lab.config import DecodingConfig, HeadsMode, validate_layers
-from saliency_lab.decoding.result import DecodeResult
-from saliency_lab.decoding.selection import draw_index, top_k_candidates
 from saliency_lab.errors import SampleError
+from saliency_lab.saliency.attention import intervention_context, use_attention
+from saliency_lab.saliency.prefill import prefill
+from saliency_lab.saliency.single_pass import heads_reduce
+from saliency_lab.seeding import sample_seed
+
+if TYPE_CHECKING:
+    from saliency_lab.models.base import ModelBundle, PreparedInput
 
 
 def target_layers(n_layers: int, layers: Sequence[int] | None) -> list[int]:
@@ -95,46 +98,32 @@ class RowStats:
         return float(v.mean())
 
 
-def plain_head(model: Any) -> tuple[Any, torch.nn.Linear] | None:
-    """(base model, lm_head) when logits are exactly lm_head(base(...).last_hidden_state): a bias-free linear head,
-    no logit soft-capping or scaling. Then the loss gradient at the head is computed in closed form."""
-    head = model.get_output_embeddings()
-    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
-    if base is None or not isinstance(head, torch.nn.Linear) or head.bias is not None:
-        return None
-    configs = [model.config, getattr(model.config, "text_config", None)]
-    for cfg in (c for c in configs if c is not None):
-        for name in ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale"):
-            if getattr(cfg, name, None) not in (None, 1, 1.0):
-                return None
-    return base, head
-
-
 class CachedDecoder:
     """One sequence, KV cache, optional gradients through the newest query row at the target layers.
 
     Speed (same numbers, fewer operations):
     - the prefill runs on sdpa when no hook can act on prompt rows (every hook says `acts_on_prompt = False`; the
       LocoRE, decay and gradient hooks never touch queries before the first output position);
+    - with no hook and no gradient (plain greedy or sampling) every step runs on sdpa too (`attention="sdpa"`);
     - with a plain linear LM head, a gradient step forwards the base model and applies the head itself without a
       graph; the loss gradient at the final hidden state is then W^T softmax(z) - W[c] for candidate c
       (dL/dz = p - e_c), with W^T p computed once per step and shared by all candidates, so each backward starts
       below the head.
     """
 
-    def __init__(self, bundle: Any, prepared: Any, hooks: Sequence[Any] = (), grad_layers: Sequence[int] = (),
-                 attention: str = "ours") -> None:
+    def __init__(self, bundle: ModelBundle, prepared: PreparedInput, hooks: Sequence[Any] = (),
+                 grad_layers: Sequence[int] = (), attention: str = "ours") -> None:
         self.bundle = bundle
         self.model = bundle.model
         self.prepared = prepared
         self.tap = GradTap(grad_layers)
-        self.hooks = list(hooks) + ([self.tap] if grad_layers else [])
+        self.user_hooks = list(hooks)
+        self.hooks = self.user_hooks + ([self.tap] if grad_layers else [])
         self.attention = attention  # "ours" (hooks, gradients) or "sdpa" (plain speed baseline)
         if attention != "ours" and (self.hooks or grad_layers):
             raise ValueError("hooks and gradients need attention='ours'")
-        self.sdpa_prefill = attention == "ours" and all(getattr(h, "acts_on_prompt", True) is False
-                                                         for h in self.hooks)
-        self.head = plain_head(self.model)
+        self.head = bundle.adapter.logits_head(self.model)
+        self.cache_arg = bundle.adapter.cache_kwarg(self.model)
         self._head_t: torch.Tensor | None = None  # contiguous W^T (CPU matvec speed), built on first use
         self.cache = None
         self.output_start = prepared.n_input
@@ -149,29 +138,26 @@ class CachedDecoder:
         if self.attention != "ours":
             yield
             return
-        from saliency_lab.saliency.attention import use_attention
-
         with use_attention(self.bundle):
             yield
 
     def _forward(self, ids: torch.Tensor, kwargs: dict, grad: bool) -> torch.Tensor:
-        from saliency_lab.saliency.attention import intervention_context
-
         self.tap.records.clear()
         self.hidden = self._wtp = None
         ctx = intervention_context("plain", self.hooks) if self.attention == "ours" else contextlib.nullcontext()
         with torch.set_grad_enabled(grad), ctx:
             if grad and self.head is not None:
                 base, head = self.head
-                out = base(input_ids=ids, cache=self.cache, use_cache=True, **kwargs)
+                out = base(input_ids=ids, **{self.cache_arg: self.cache}, use_cache=True, **kwargs)
                 h = out.last_hidden_state[:, -1:, :]
                 with torch.no_grad():
                     logits = head(h.detach())  # the same call the model makes with logits_to_keep=1
                 self.hidden = h
             else:
-                out = self.model(input_ids=ids, cache=self.cache, use_cache=True, logits_to_keep=1, **kwargs)
+                out = self.model(input_ids=ids, **{self.cache_arg: self.cache}, use_cache=True, logits_to_keep=1,
+                                 **kwargs)
                 logits = out.logits
-        self.cache = out.cache
+        self.cache = self.bundle.adapter.output_cache(out)
         if grad:
             # Past keys/values leave the graph: exactness needs only the newest position's key/value.
             for layer in self.cache.layers:
@@ -181,22 +167,11 @@ class CachedDecoder:
         return logits[0, -1]
 
     def prefill(self) -> torch.Tensor:
-        """Forward the whole input (no gradient); logits predicting output step 0."""
-        for m in self.model.modules():
-            if getattr(m, "rope_deltas", None) is not None:
-                m.rope_deltas = None
-        self.cache, self.length = None, 0
-        kwargs = dict(self.prepared.model_kwargs)
-        if not self.sdpa_prefill:
-            return self._forward(self.prepared.input_ids, kwargs, grad=False)
-        from saliency_lab.saliency.attention import register_attention
-
-        adapter = self.bundle.adapter
-        adapter.set_attention(self.model, "sdpa")
-        try:
-            return self._forward(self.prepared.input_ids, kwargs, grad=False)
-        finally:
-            adapter.set_attention(self.model, register_attention())
+        """Forward the whole input (no gradient, the shared prefill); logits predicting output step 0. Call it
+        outside `active()`: it routes the prompt rows itself."""
+        pre = prefill(self.bundle, self.prepared, self.prepared.n_input, self.user_hooks)
+        self.cache, self.length = pre.cache, pre.length
+        return pre.logits
 
     def step(self, token_id: int, grad: bool = False) -> torch.Tensor:
         """Feed one token; logits at its position (the query q predicting the next token)."""
@@ -224,16 +199,16 @@ class CachedDecoder:
                 self._wtp = torch.mv(w.detach().t(), p)
         return (self._wtp - w.detach()[token_id]).reshape(self.hidden.shape)
 
-    def row_stats(self, logp: torch.Tensor, token_id: int, heads: HeadsMode, retain: bool = True) -> RowStats:
-        """S_raw sums of the newest query row at the target layers for loss -logp[token_id] (one backward).
+    def row_stats(self, logp: torch.Tensor, token_id: int, heads: HeadsMode, retain: bool = True,
+                  layers: Sequence[int] | None = None) -> RowStats:
+        """S_raw sums of the newest query row for loss -logp[token_id] (one backward), at `layers` (default: every
+        tapped layer; the policy and the observers may each read their own subset of the tapped layers).
 
         `logp` is the log-softmax of the step's logits (with a graph unless the closed-form head path is used).
         """
-        from saliency_lab.saliency.single_pass import heads_reduce
-
-        layers = sorted(self.tap.records)
-        if not layers:
-            raise RuntimeError("row_stats needs a step run with grad=True and target layers")
+        layers = sorted(self.tap.records) if layers is None else sorted(set(int(x) for x in layers))
+        if not layers or any(i not in self.tap.records for i in layers):
+            raise RuntimeError("row_stats needs a step run with grad=True through the requested layers")
         probs = [self.tap.records[i] for i in layers]
         if self.hidden is not None:
             grads = torch.autograd.grad(self.hidden, probs, grad_outputs=self._hidden_grad(logp, token_id),
@@ -257,45 +232,9 @@ class CachedDecoder:
         return RowStats(layers, torch.stack(out_sum), torch.stack(prev), torch.stack(l2), step=q - o + 1)
 
 
-def eos_set(bundle: Any) -> set[int]:
-    from saliency_lab.saliency.capture import eos_ids
-
-    return set(eos_ids(bundle))
-
-
 def make_generator(decoding: DecodingConfig, sample_id: str) -> torch.Generator:
-    """The per-sample generator, seeded like capture's sampling (`seeding.sample_seed`), so a resumed run
-    reproduces."""
-    from saliency_lab.seeding import sample_seed
-
+    """The per-sample generator (`seeding.sample_seed` of the run seed and the sample id), so a resumed or sharded
+    run draws the same tokens; one generator per sample is also what a batched loop keeps per row."""
     g = torch.Generator()
     g.manual_seed(sample_seed(decoding.seed, sample_id))
     return g
-
-
-def decode_plain(bundle: Any, prepared: Any, decoding: DecodingConfig, hooks: Sequence[Any] = (),
-                 attention: str = "ours") -> DecodeResult:
-    """Greedy or top-k sampling in our loop (no gradients). Top-k sampling draws exactly like SGRS's first draw,
-    so SGRS with alpha = 0 reproduces it token for token (same seed); top_k = 0 samples from the full softmax."""
-    if decoding.strategy not in ("greedy", "sample"):
-        raise ValueError(f"decode_plain handles greedy and sample, not {decoding.strategy!r}")
-    gen = make_generator(decoding, prepared.sample_id)
-    eos = eos_set(bundle)
-    dec = CachedDecoder(bundle, prepared, hooks=hooks, attention=attention)
-    out: list[int] = []
-    t0 = time.perf_counter()
-    with dec.active():
-        logits = dec.prefill()
-        for _ in range(decoding.max_new_tokens):
-            sel = dec.selection_logits(logits)
-            if decoding.strategy == "greedy":
-                tok = int(torch.argmax(sel))
-            else:
-                k = decoding.top_k if decoding.top_k > 0 else sel.numel()
-                cands = top_k_candidates(sel, k, decoding.temperature)
-                tok = cands.ids[draw_index(cands.probs, gen)]
-            out.append(tok)
-            if tok in eos or len(out) == decoding.max_new_tokens:
-                break
-            logits = dec.step(tok)
-    return DecodeResult(output_ids=out, stats={"seconds": time.perf_counter() - t0})

@@ -18,10 +18,13 @@ DECISION_COLUMNS = ("step", "draw", "rank", "token_id", "prob", "score", "tau", 
 
 @dataclass
 class DecodeResult:
+    """Output ids of one sample plus what the policy and the observers recorded."""
+
     output_ids: list[int]
     token_columns: dict[str, list] = field(default_factory=dict)
     decisions: dict[str, list] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)  # timings and counters, for benchmarks and logs
+    hooks: list[Any] = field(default_factory=list)  # attention hooks as they ended, for the saliency pass
 
 
 class DecisionLog:
@@ -33,6 +36,7 @@ class DecisionLog:
         self.history: list[tuple[float | None, bool]] = []  # (score of emitted token, accepted by threshold)
 
     def add(self, step: int, dec: StepDecision) -> None:
+        """Record one step's decision."""
         score = dec.score
         self.token_columns["accepted"].append(dec.accepted)
         self.token_columns["n_rejected"].append(dec.n_rejected)

@@ -1,11 +1,11 @@
-"""SGRS: Saliency-Guided Rejection Sampling (paper Algorithm 1, Eq. 6-7) in our cached decoding loop.
+"""SGRS: Saliency-Guided Rejection Sampling (paper Algorithm 1, Eq. 6-7), the `sgrs` step policy of `decode`.
 
 Per step (output step s, new position P = o + s, query q = P - 1):
 1. one forward of the previous token with gradients through the target layers (`CachedDecoder.step`);
 2. top-K candidates of softmax(logits / temperature) (image placeholder ids removed);
 3. up to R draws without replacement (seeded `torch.Generator`, see `selection.py`); each drawn candidate c gets
    one backward of -log p(c) (p = the model's softmax at q, temperature 1, like capture) on the same graph;
-4. S(c) = mean over target layers of out_sum / (row_l2 * s), the `out_mean` of SPEC section 2 with row
+4. S(c) = mean over target layers of out_sum / (row_l2 * s), the `out_mean` of docs/analysis.md with row
    normalization, S_raw over heads as `heads` (default sum_abs); accept the first c with S(c) >= tau, else emit the
    evaluated candidate with the highest S (fallback).
 At step 0 there are no prior output tokens: S is undefined (null in the tables), tau is 0 and the first draw is
@@ -16,65 +16,58 @@ reference.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
-import torch
-
-from saliency_lab.config import DecodingConfig, HeadsMode, SGRSConfig
-from saliency_lab.decoding.hooks import intervention_hooks
-from saliency_lab.decoding.loop import CachedDecoder, eos_set, make_generator, target_layers
+from saliency_lab.config import DecodingConfig, SGRSConfig
+from saliency_lab.decoding.loop import target_layers
+from saliency_lab.decoding.protocols import StepContext, register_policy
 from saliency_lab.decoding.result import DecisionLog, DecodeResult
 from saliency_lab.decoding.selection import sgrs_select, sgrs_threshold, top_k_candidates
 from saliency_lab.errors import SampleError
 
-
-def validate_sgrs(cfg: SGRSConfig, n_layers: int | None = None) -> None:
-    """One-line errors naming the flag for impossible SGRS settings (`SGRSConfig.validate`)."""
-    cfg.validate(n_layers)
+if TYPE_CHECKING:
+    from saliency_lab.models.base import ModelBundle
 
 
-def decode_sgrs(bundle: Any, prepared: Any, decoding: DecodingConfig, *, heads: HeadsMode = "sum_abs",
-                extra_hooks: Sequence[Any] = ()) -> DecodeResult:
-    """Generate one sample with SGRS (and LocoRE when decoding.locore.beta != 0); every decision recorded."""
-    cfg = decoding.sgrs
-    # run.capture has checked all of this before the run started; direct library calls get the same errors.
-    decoding.validate(bundle.n_layers)
-    layers = target_layers(bundle.n_layers, cfg.layers)
-    hooks = intervention_hooks(decoding, prepared.n_input) + list(extra_hooks)
-    dec = CachedDecoder(bundle, prepared, hooks=hooks, grad_layers=layers)
-    gen = make_generator(decoding, prepared.sample_id)
-    eos = eos_set(bundle)
-    log = DecisionLog()
-    out: list[int] = []
-    n_backward = 0
-    t0 = time.perf_counter()
-    with dec.active():
-        logits = dec.prefill()
-        for step in range(decoding.max_new_tokens):
-            cands = top_k_candidates(dec.selection_logits(logits), cfg.k, decoding.temperature)
-            if not cands.ids:
-                raise SampleError(f"sample {prepared.sample_id!r}: no token with non-zero probability at step {step}")
-            tau = sgrs_threshold(log.history, cfg.alpha, cfg.window)
-            if step == 0:
-                def score_fn(tok: int) -> float | None:
-                    return None
-            else:
-                logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+class SGRSPolicy:
+    """Rejection sampling on the saliency score; every decision is logged for the TOKENS/DECISIONS tables."""
 
-                def score_fn(tok: int, logp: torch.Tensor = logp) -> float | None:
-                    nonlocal n_backward
-                    n_backward += 1
-                    return dec.row_stats(logp, tok, heads).score()
+    def __init__(self, cfg: SGRSConfig, layers: list[int], temperature: float) -> None:
+        self.cfg = cfg
+        self.layers = layers
+        self.temperature = float(temperature)
+        self.log = DecisionLog()
 
-            decision = sgrs_select(cands, score_fn, tau, cfg.max_resample, gen)
-            log.add(step, decision)
-            out.append(decision.token_id)
-            if decision.token_id in eos or len(out) == decoding.max_new_tokens:
-                break
-            logits = dec.step(decision.token_id, grad=True)
-    stats = {"seconds": time.perf_counter() - t0, "backward_passes": n_backward, "target_layers": layers,
-             "fallbacks": sum(log.token_columns["fallback"]),
-             "rejections": sum(log.token_columns["n_rejected"])}
-    return DecodeResult(output_ids=out, token_columns=log.token_columns, decisions=log.decisions, stats=stats)
+    def grad_layers(self) -> list[int]:
+        """The SGRS target layers (`--sgrs-layers`, default the upper half)."""
+        return list(self.layers)
+
+    def choose(self, ctx: StepContext) -> int:
+        """Draw up to R top-K candidates, accept the first whose score reaches tau (else the best-scoring)."""
+        cfg, step = self.cfg, ctx.step
+        cands = top_k_candidates(ctx.selection_logits(), cfg.k, self.temperature)
+        if not cands.ids:
+            raise SampleError(f"sample {ctx.decoder.prepared.sample_id!r}: no token with non-zero probability at "
+                              f"step {step}")
+        tau = sgrs_threshold(self.log.history, cfg.alpha, cfg.window)
+
+        def score(tok: int) -> float | None:
+            # Step 0 has no prior output token to be salient to: undefined, accepted as drawn.
+            return None if step == 0 else ctx.row_stats(tok, self.layers).score()
+
+        decision = sgrs_select(cands, score, tau, cfg.max_resample, ctx.generator)
+        self.log.add(step, decision)
+        return decision.token_id
+
+    def finish(self, result: DecodeResult) -> None:
+        """TOKENS decision columns, DECISIONS rows and counters."""
+        result.token_columns.update(self.log.token_columns)
+        result.decisions.update(self.log.decisions)
+        result.stats.update(target_layers=list(self.layers), fallbacks=sum(self.log.token_columns["fallback"]),
+                            rejections=sum(self.log.token_columns["n_rejected"]))
+
+
+@register_policy("sgrs")
+def sgrs_policy(bundle: ModelBundle, cfg: DecodingConfig) -> SGRSPolicy:
+    """Policy of `--strategy sgrs` (`--sgrs-*`, `--temperature`)."""
+    return SGRSPolicy(cfg.sgrs, target_layers(bundle.n_layers, cfg.sgrs.layers), cfg.temperature)

@@ -10,6 +10,7 @@ the resulting token ids (derived from the ids, never from hard-coded lengths).
 from __future__ import annotations
 
 import hashlib
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,11 +34,14 @@ class PreparedInput:
 
     @property
     def n_input(self) -> int:
+        """Number of input positions (the first output position o)."""
         return int(self.input_ids.shape[1])
 
 
 @dataclass
 class ModelBundle:
+    """A loaded model with its tokenizer/processor, adapter and the facts run.json records."""
+
     model: Any
     tokenizer: Any
     processor: Any
@@ -84,7 +88,7 @@ class ModelBundle:
         }
 
 
-def add_special_tokens(tokenizer, text: str) -> bool:
+def add_special_tokens(tokenizer: Any, text: str) -> bool:
     """Let the tokenizer add its special tokens (BOS) unless the rendered text already starts with BOS, as
     templates like Llama's and LLaVA's do; templates without BOS rely on the tokenizer adding it."""
     bos = getattr(tokenizer, "bos_token", None)
@@ -102,12 +106,14 @@ class ModelAdapter:
     is_vision: ClassVar[bool] = False
 
     # ---- loading -------------------------------------------------------------------------------
-    def model_class(self, architecture: str):
+    def model_class(self, architecture: str) -> Any:
+        """The transformers class that loads `architecture`."""
         import transformers
 
         return getattr(transformers, architecture)
 
-    def load(self, path: Path, architecture: str, dtype: torch.dtype, device: str):
+    def load(self, path: Path, architecture: str, dtype: torch.dtype, device: str) -> tuple[Any, Any, Any]:
+        """(model in eval mode on `device`, tokenizer, processor or None) from a local folder (never downloads)."""
         from transformers import AutoTokenizer
 
         model = self.model_class(architecture).from_pretrained(
@@ -116,16 +122,67 @@ class ModelAdapter:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
         return model.to(device).eval(), tok, None
 
-    def text_config(self, model):
+    def text_config(self, model: Any) -> Any:
+        """The language model's config (the `text_config` of a VLM)."""
         cfg = model.config
         return getattr(cfg, "text_config", None) or cfg
 
-    def set_attention(self, model, name: str) -> None:
+    def set_attention(self, model: Any, name: str) -> None:
         """Route the language model through attention `name`; a vision tower stays on sdpa."""
         model.set_attn_implementation(name)
 
+    # ---- forward quirks (every decode step and saliency pass goes through these) ----------------
+    def reset_state(self, model: Any) -> None:
+        """Clear state a model keeps between calls, before a new sample's first forward (none by default)."""
+
+    def cache_kwarg(self, model: Any) -> str:
+        """Name of the KV-cache argument of `model.forward` (transformers renamed past_key_values to cache)."""
+        return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+    def output_cache(self, output: Any) -> Any:
+        """The KV cache a forward returned (under either name)."""
+        cache = getattr(output, "cache", None)
+        return cache if cache is not None else output.past_key_values
+
+    def forward_kwargs(self, model_kwargs: dict[str, Any], n: int) -> dict[str, Any]:
+        """Model kwargs for a cache-free forward over the first n positions of input + output ids (text-only
+        models take none beyond the ids)."""
+        return dict(model_kwargs)
+
+    def logits_head(self, model: Any) -> tuple[Any, torch.nn.Linear] | None:
+        """(base model, lm_head) when logits are exactly lm_head(base(...).last_hidden_state): a bias-free
+        linear head, no logit soft-capping or scaling. Then the decoding loop computes the loss gradient at the
+        head in closed form; None sends it through autograd (always correct, slower)."""
+        head = model.get_output_embeddings()
+        base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+        if base is None or not isinstance(head, torch.nn.Linear) or head.bias is not None:
+            return None
+        configs = [model.config, getattr(model.config, "text_config", None)]
+        for cfg in (c for c in configs if c is not None):
+            for name in ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale"):
+                if getattr(cfg, name, None) not in (None, 1, 1.0):
+                    return None
+        return base, head
+
+    def prefill_length(self, bundle: ModelBundle, ids: list[int], output_start: int) -> int:
+        """How many leading positions of `ids` the saliency pass may prefill without gradients: o - 1, or 0
+        when an image placeholder sits at or after o - 1 (the image features must enter the graded forward)."""
+        img = self.image_token_ids(bundle)
+        if any(i in img for i in ids[output_start - 1:]):
+            return 0
+        return output_start - 1
+
+    def eos_token_ids(self, bundle: ModelBundle) -> list[int]:
+        """End-of-sequence ids: the generation config's, plus the tokenizer's when it differs."""
+        ids = bundle.model.generation_config.eos_token_id
+        ids = [] if ids is None else ([ids] if isinstance(ids, int) else list(ids))
+        if bundle.tokenizer.eos_token_id is not None and bundle.tokenizer.eos_token_id not in ids:
+            ids.append(bundle.tokenizer.eos_token_id)
+        return ids
+
     # ---- inputs --------------------------------------------------------------------------------
     def messages(self, sample: ManifestSample, with_image: bool) -> list[dict]:
+        """The chat messages of a sample (system, then the user turn with the image placeholder first)."""
         msgs: list[dict] = []
         if sample.system:
             msgs.append({"role": "system", "content": [_text(sample.system)]})
@@ -134,6 +191,7 @@ class ModelAdapter:
         return msgs
 
     def image_token_ids(self, bundle: ModelBundle) -> set[int]:
+        """Ids of the image placeholder tokens (none for text-only models)."""
         return set()
 
     def suppressed_token_ids(self, bundle: ModelBundle) -> list[int]:
@@ -141,6 +199,7 @@ class ModelAdapter:
         return sorted(self.image_token_ids(bundle))
 
     def chat_text(self, bundle: ModelBundle, sample: ManifestSample) -> str:
+        """The rendered prompt text of a text-only sample (the chat template, or the bare prompt without one)."""
         tok = bundle.tokenizer
         if not getattr(tok, "chat_template", None):
             # No template: the prompt is the whole input (base LMs).
@@ -151,6 +210,7 @@ class ModelAdapter:
         return tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
 
     def encode(self, bundle: ModelBundle, sample: ManifestSample) -> tuple[torch.Tensor, dict[str, Any]]:
+        """(input ids [1, n], model kwargs) of a sample; SampleError for an image given to a text-only model."""
         if sample.image:
             raise SampleError(
                 f"sample {sample.sample_id!r}: image {sample.image!r} given but model {bundle.source!r} "
@@ -162,6 +222,8 @@ class ModelAdapter:
         return ids, {}
 
     def prepare(self, bundle: ModelBundle, sample: ManifestSample, *, max_new_tokens: int = 0) -> PreparedInput:
+        """The sample's model input on the bundle's device with its segments; SampleError when it cannot fit the
+        context with `max_new_tokens` more."""
         ids, kwargs = self.encode(bundle, sample)
         n_in = int(ids.shape[1])
         if n_in + max_new_tokens > bundle.max_context:

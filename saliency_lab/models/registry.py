@@ -1,12 +1,16 @@
 """Adapter registry and `load_model`.
 
-Adapters register themselves by HF architecture name (the `architectures` entry of config.json):
+Adapters register themselves by HF architecture name (the `architectures` entry of config.json), and the
+tiny random model of each architecture (for tests, docs and benchmarks) sits beside its adapter:
 
     @register("LlavaForConditionalGeneration")
     class LlavaAdapter(ModelAdapter): ...
 
-Every module in `saliency_lab.models` that is not infrastructure is imported on first use, so adding a model
-family means adding one file with a registered adapter.
+    @tiny_recipe("llava", "LlavaForConditionalGeneration")
+    def _tiny_llava(style): ...  # -> (model, tokenizer, processor or None)
+
+Every module of `saliency_lab.models` (but `_private` ones) is imported on first use, so adding a model family
+means adding one file with a registered adapter and its recipe.
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ import importlib
 import json
 import os
 import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -24,7 +31,7 @@ from saliency_lab.errors import SaliencyLabError
 from saliency_lab.models.base import ModelAdapter, ModelBundle
 
 _ADAPTERS: dict[str, type[ModelAdapter]] = {}
-_NOT_ADAPTERS = {"base", "registry", "tiny", "tokenizer_build", "processors"}
+_RECIPES: dict[str, TinyRecipe] = {}
 _loaded = False
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
@@ -43,6 +50,26 @@ def register(*architectures: str):
     return deco
 
 
+@dataclass(frozen=True)
+class TinyRecipe:
+    """How to build the tiny random model of one architecture: `build(tokenizer_style) -> (model, tok, proc)`."""
+
+    name: str  # `saliency-lab tiny-model --arch NAME`
+    architecture: str  # the HF architecture it builds (registered by the adapter beside it)
+    build: Callable[[str], tuple[Any, Any, Any]]
+    vision: bool = False
+
+
+def tiny_recipe(name: str, architecture: str, *, vision: bool = False):
+    """Function decorator: register the tiny-model recipe `name` building `architecture`."""
+
+    def deco(fn: Callable[[str], tuple[Any, Any, Any]]) -> Callable[[str], tuple[Any, Any, Any]]:
+        _RECIPES[name] = TinyRecipe(name, architecture, fn, vision)
+        return fn
+
+    return deco
+
+
 def _discover() -> None:
     global _loaded
     if _loaded:
@@ -50,17 +77,25 @@ def _discover() -> None:
     import saliency_lab.models as pkg
 
     for info in pkgutil.iter_modules(pkg.__path__):
-        if info.name not in _NOT_ADAPTERS and not info.name.startswith("_"):
+        if not info.name.startswith("_"):
             importlib.import_module(f"saliency_lab.models.{info.name}")
     _loaded = True
 
 
+def tiny_recipes() -> dict[str, TinyRecipe]:
+    """Every registered tiny-model recipe by name (one per registered architecture)."""
+    _discover()
+    return dict(sorted(_RECIPES.items()))
+
+
 def supported_architectures() -> list[str]:
+    """Every HF architecture name an adapter is registered for."""
     _discover()
     return sorted(_ADAPTERS)
 
 
 def adapter_for(architecture: str) -> ModelAdapter:
+    """A new adapter of `architecture`; SaliencyLabError naming the supported ones otherwise."""
     _discover()
     try:
         return _ADAPTERS[architecture]()

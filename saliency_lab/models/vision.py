@@ -11,7 +11,8 @@ from saliency_lab.errors import SampleError
 from saliency_lab.models.base import ModelAdapter, ModelBundle, add_special_tokens
 
 
-def load_image(sample: ManifestSample):
+def load_image(sample: ManifestSample) -> Any:
+    """The sample's image as RGB PIL image; SampleError naming the file when missing or unreadable."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -29,15 +30,20 @@ def load_image(sample: ManifestSample):
 
 
 class VisionAdapter(ModelAdapter):
+    """Base of the vision-language adapters: image placeholders, processor inputs, a vision tower on sdpa."""
+
     is_vision = True
 
-    def set_attention(self, model, name: str) -> None:
+    def set_attention(self, model: Any, name: str) -> None:
+        """Route the language model through `name`; the vision tower stays on sdpa."""
         model.set_attn_implementation({"text_config": name, "vision_config": "sdpa"})
 
     def image_token_ids(self, bundle: ModelBundle) -> set[int]:
+        """The config's image placeholder id."""
         return {int(bundle.model.config.image_token_id)}
 
     def suppressed_token_ids(self, bundle: ModelBundle) -> list[int]:
+        """Image and video placeholder ids: decoding never emits them."""
         cfg = bundle.model.config
         ids = set(self.image_token_ids(bundle))
         for name in ("video_token_id", "image_token_index", "video_token_index"):
@@ -58,6 +64,7 @@ class VisionAdapter(ModelAdapter):
         return (sample.system + "\n" if sample.system else "") + image + sample.prompt, False
 
     def encode(self, bundle: ModelBundle, sample: ManifestSample) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Input ids and processor outputs (pixels, grids, token types) of the rendered sample."""
         with_image = bool(sample.image)
         text, _ = self.render(bundle, sample, with_image)
         kw = {"return_tensors": "pt", "add_special_tokens": add_special_tokens(bundle.tokenizer, text)}
@@ -69,6 +76,10 @@ class VisionAdapter(ModelAdapter):
         ids = out.pop("input_ids")
         out.pop("attention_mask", None)
         return ids, dict(out)
+
+    def forward_kwargs(self, model_kwargs: dict[str, Any], n: int) -> dict[str, Any]:
+        """Pixels and grids as prepared; `mm_token_type_ids` cut or zero-padded to the n positions."""
+        return self.extend_kwargs(model_kwargs, n)
 
     def extend_kwargs(self, kwargs: dict[str, Any], n_total: int) -> dict[str, Any]:
         """Model kwargs for a cache-free forward over the first n_total positions of input + output ids."""

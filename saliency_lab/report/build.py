@@ -15,7 +15,6 @@ from typing import Any
 
 import polars as pl
 
-from saliency_lab import __version__
 from saliency_lab.errors import SaliencyLabError, os_error
 from saliency_lab.report import assets
 from saliency_lab.report.config import ReportConfig
@@ -32,6 +31,7 @@ from saliency_lab.report.sections_stats import (
     means_section,
 )
 from saliency_lab.store.calibration import Calibration
+from saliency_lab.version import __version__
 
 
 def _analyze(paths: list[Path], labelset: str, cfg: ReportConfig) -> Any:

@@ -37,9 +37,12 @@ import contextlib
 import contextvars
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
+
+if TYPE_CHECKING:
+    from saliency_lab.models.base import ModelBundle
 
 NAME = "saliency_lab"
 
@@ -172,7 +175,7 @@ def register_attention() -> str:
 
 
 @contextlib.contextmanager
-def use_attention(bundle, name: str | None = None) -> Iterator[None]:
+def use_attention(bundle: ModelBundle, name: str | None = None) -> Iterator[None]:
     """Route the bundle's language model through `name` (default: ours) inside the block, then restore sdpa."""
     name = name or register_attention()
     bundle.adapter.set_attention(bundle.model, name)

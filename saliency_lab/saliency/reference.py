@@ -1,22 +1,27 @@
-"""Per-prefix reference saliency (SPEC section 3): for each output token x_P, forward the prefix x_<=q
-(q = P - 1) with plain eager attention, backward L_P alone, read attention row q. O(n_out) forward+backward
-passes; used by tests and by `--verify`, never in production capture.
+"""Per-prefix reference saliency (docs/capture.md, "How saliency is computed"): for each output token x_P,
+forward the prefix x_<=q (q = P - 1) with plain eager attention, backward L_P alone, read attention row q.
+O(n_out) forward+backward passes; used by tests and by `--verify`, never in production capture.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 
 from saliency_lab.config import HeadsMode
 from saliency_lab.errors import SampleError
 from saliency_lab.saliency.attention import intervention_context, softmax_dtype, use_attention
-from saliency_lab.saliency.single_pass import heads_reduce
+from saliency_lab.saliency.single_pass import PassResult, heads_reduce
+
+if TYPE_CHECKING:
+    from saliency_lab.models.base import ModelBundle, PreparedInput
 
 # Allowed |single pass - reference| relative to the largest |S_raw| of the sample, per compute dtype.
 VERIFY_RTOL = {torch.float64: 1e-8, torch.float32: 1e-3, torch.bfloat16: 5e-2, torch.float16: 5e-2}
 
 
-def reference_rows(bundle, prepared, output_ids: list[int], heads: HeadsMode = "sum_abs",
+def reference_rows(bundle: ModelBundle, prepared: PreparedInput, output_ids: list[int], heads: HeadsMode = "sum_abs",
                    hooks: list | None = None, *, naive: bool = False,
                    targets: list[int] | None = None) -> list[torch.Tensor]:
     """Per step, S_raw over keys 0..q for every layer: a list of [L, q + 1] tensors.
@@ -60,8 +65,9 @@ def reference_rows(bundle, prepared, output_ids: list[int], heads: HeadsMode = "
     return rows
 
 
-def _forward(bundle, ids: torch.Tensor, prepared, hooks, n: int):
-    kwargs = bundle.adapter.extend_kwargs(prepared.model_kwargs, n) if bundle.adapter.is_vision else {}
+def _forward(bundle: ModelBundle, ids: torch.Tensor, prepared: PreparedInput, hooks: list | None, n: int):
+    bundle.adapter.reset_state(bundle.model)
+    kwargs = bundle.adapter.forward_kwargs(prepared.model_kwargs, n)
     with torch.enable_grad(), use_attention(bundle), intervention_context("plain", hooks, record=True) as ctx:
         res = bundle.model(input_ids=ids, **kwargs, use_cache=False)
     logits = res.logits[0]
@@ -69,7 +75,8 @@ def _forward(bundle, ids: torch.Tensor, prepared, hooks, n: int):
     return [ctx.records[i] for i in sorted(ctx.records)], logp
 
 
-def verify_rows(bundle, prepared, output_ids: list[int], res, heads: HeadsMode, hooks: list | None) -> float:
+def verify_rows(bundle: ModelBundle, prepared: PreparedInput, output_ids: list[int], res: PassResult,
+                heads: HeadsMode, hooks: list | None) -> float:
     """Compare the single-pass rows with the reference; SampleError beyond the dtype's tolerance."""
     ref = reference_rows(bundle, prepared, output_ids, heads, hooks)
     o = prepared.n_input

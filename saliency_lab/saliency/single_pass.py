@@ -6,9 +6,8 @@ See saliency_lab.saliency.attention for why the stop-gradient pass gives every r
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,6 +15,10 @@ import torch
 from saliency_lab.config import HeadsMode
 from saliency_lab.errors import SampleError
 from saliency_lab.saliency.attention import intervention_context, softmax_dtype, use_attention
+from saliency_lab.saliency.prefill import prefill
+
+if TYPE_CHECKING:
+    from saliency_lab.models.base import ModelBundle, PreparedInput
 
 SUM_COLUMNS = ("sys_sum", "img_sum", "prompt_sum", "out_sum", "prev", "row_l2", "attn_out_sum")
 CAND_COLUMNS = ("out_sum", "prompt_sum", "prev", "row_l2")
@@ -23,6 +26,8 @@ CAND_COLUMNS = ("out_sum", "prompt_sum", "prev", "row_l2")
 
 @dataclass
 class PassResult:
+    """Saliency of every output token of one sample: per-layer sums, optional rows and candidates."""
+
     logprobs: torch.Tensor  # [T, V] log-softmax at the query rows (detached, softmax dtype)
     sums: dict[str, np.ndarray]  # column -> [T, L]
     rows: list[torch.Tensor] | None = None  # per layer S_raw [T, n] (only when requested)
@@ -41,7 +46,7 @@ def heads_reduce(a: torch.Tensor, g: torch.Tensor, heads: HeadsMode) -> torch.Te
     raise ValueError(f"unknown heads mode {heads!r}")
 
 
-def _masks(n: int, o: int, t: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def _masks(n: int, o: int, t: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """[T, n] boolean masks: all keys j <= q and output keys o <= j <= q, with q = o - 1 + step."""
     j = torch.arange(n, device=device)
     q = (o - 1 + torch.arange(t, device=device)).unsqueeze(1)
@@ -63,47 +68,6 @@ def _segment_sums(s: torch.Tensor, seg: dict[str, tuple[int, int]], causal, outm
     }
 
 
-def cache_kwarg(model) -> str:
-    """Name of the KV-cache argument (transformers renamed past_key_values to cache)."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def model_kwargs_for(bundle, prepared, n: int) -> dict[str, Any]:
-    """The sample's model kwargs (pixels, grid, ...) for a cache-free forward over the first n positions."""
-    if not bundle.adapter.is_vision:
-        return {}
-    return bundle.adapter.extend_kwargs(prepared.model_kwargs, n)
-
-
-def _prefill_length(bundle, ids: list[int], o: int) -> int:
-    """o - 1, unless an image placeholder sits at or after o - 1 (then no prefill: one full pass)."""
-    img = bundle.adapter.image_token_ids(bundle)
-    if any(i in img for i in ids[o - 1:]):
-        return 0
-    return o - 1
-
-
-def _prefill(bundle, prepared, prefix: torch.Tensor, hooks):
-    """KV cache of the prompt prefix, no autograd. Through our function only when hooks must see it."""
-    model = bundle.model
-    reset_rope_cache(model)
-    kwargs = model_kwargs_for(bundle, prepared, int(prefix.shape[1]))
-    with torch.no_grad():
-        if hooks:
-            with use_attention(bundle), intervention_context("plain", hooks):
-                res = model(input_ids=prefix, **kwargs, use_cache=True)
-        else:
-            res = model(input_ids=prefix, **kwargs, use_cache=True)
-    return getattr(res, "cache", None) or res.past_key_values
-
-
-def reset_rope_cache(model) -> None:
-    """Qwen2-VL style models keep `rope_deltas` from the previous call; a new sample must not reuse it."""
-    inner = getattr(model, "model", None)
-    if inner is not None and hasattr(inner, "rope_deltas"):
-        inner.rope_deltas = None
-
-
 def _check_finite(grads: list[torch.Tensor], dtype: torch.dtype, sample_id: str) -> None:
     if not all(bool(torch.isfinite(g).all()) for g in grads):
         raise SampleError(
@@ -113,8 +77,8 @@ def _check_finite(grads: list[torch.Tensor], dtype: torch.dtype, sample_id: str)
 
 
 def single_pass(
-    bundle: Any,
-    prepared: Any,
+    bundle: ModelBundle,
+    prepared: PreparedInput,
     output_ids: list[int],
     *,
     heads: HeadsMode = "sum_abs",
@@ -133,11 +97,14 @@ def single_pass(
     # Rows before q = o - 1 receive no gradient (every path from them to a loss crosses an off-diagonal
     # key/value), so the prompt prefix runs once without autograd into a KV cache (prefill) and only the
     # T query rows o-1..n-1 run with gradients. Same numbers as one full stop-gradient pass, far cheaper.
-    p0 = _prefill_length(bundle, full[0, :n].tolist(), o)
-    cache = _prefill(bundle, prepared, full[:, :p0], hooks) if p0 > 0 else None
-    kwargs = model_kwargs_for(bundle, prepared, n) if p0 == 0 else {}
-    if cache is not None:
-        kwargs[cache_kwarg(model)] = cache
+    adapter = bundle.adapter
+    p0 = adapter.prefill_length(bundle, full[0, :n].tolist(), o)
+    cache = prefill(bundle, prepared, p0, hooks or ()).cache if p0 > 0 else None
+    if cache is None:
+        adapter.reset_state(model)
+        kwargs = adapter.forward_kwargs(prepared.model_kwargs, n)
+    else:
+        kwargs = {adapter.cache_kwarg(model): cache}
 
     # Frozen weights: make the embeddings the leaf so the graph exists but no weight gradients are computed.
     emb = model.get_input_embeddings()

@@ -16,11 +16,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from saliency_lab import __version__
 from saliency_lab.config import CaptureConfig
 from saliency_lab.errors import SaliencyLabError
 from saliency_lab.store.runs import RUN_JSON, read_run_info
 from saliency_lab.store.schema import SCHEMA_VERSION
+from saliency_lab.version import __version__
 
 __all__ = ["CONVENTIONS", "RUN_JSON", "build_run_info", "read_run_info", "write_or_check_run_info"]
 
@@ -40,8 +40,9 @@ CONVENTIONS = {
     "default_target_layers": "upper half of the language model layers (layer >= n_layers // 2)",
     "attn_out_sum": "head-mean post-softmax attention from the query row to prior output keys",
     "per_sample_seed": "(decoding.seed + first 8 bytes of sha256(sample_id), unsigned big-endian) mod 2**63 "
-    "seeds the global RNGs, generate's sampling and the decoding-loop/SGRS generator of every sample (never its "
-    "position in the run), so sharded and resumed runs reproduce an uninterrupted one",
+    "seeds the global RNGs and the decoding loop's torch.Generator of every sample (never its "
+    "position in the run), so sharded and resumed runs reproduce an uninterrupted one; strategy sample draws "
+    "like SGRS's first draw, so sample and sgrs with alpha 0 and the same seed and K emit the same tokens",
     "shard_assignment": "first 8 bytes of sha256(sample_id) (unsigned big-endian) modulo shards",
 }
 

@@ -108,7 +108,7 @@ class Param:
         if raw.upper() == "NULL":
             return None
         if self.type == "SCORES":
-            return parse_scores(raw, where=f"--param {self.name}")
+            return parse_scores(raw, where=f"--param {self.name}={raw}")
         try:
             if self.type == "INTEGER[]":
                 vals = [int(x) for x in raw.replace(" ", "").split(",") if x != ""]

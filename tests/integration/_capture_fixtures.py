@@ -11,14 +11,15 @@ from pathlib import Path
 from PIL import Image
 
 from saliency_lab.config import ModelConfig
-from saliency_lab.models.registry import load_model
+from saliency_lab.models.registry import load_model, tiny_recipes
 from saliency_lab.models.tiny import build_tiny
 
 _ROOT = Path(tempfile.mkdtemp(prefix="capture_tests_"))
 atexit.register(shutil.rmtree, _ROOT, ignore_errors=True)
 
-VISION_ARCHS = ("llava", "qwen2_vl", "qwen2_5_vl", "internvl")
-TEXT_ARCHS = ("llama", "qwen2")
+# Driven by the model registry: every registered architecture has a tiny recipe beside its adapter.
+VISION_ARCHS = tuple(n for n, r in tiny_recipes().items() if r.vision)
+TEXT_ARCHS = tuple(n for n, r in tiny_recipes().items() if not r.vision)
 
 
 @functools.cache

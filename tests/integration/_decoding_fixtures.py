@@ -8,8 +8,23 @@ from pathlib import Path
 import pytest
 import torch
 
-ARCHS = ("llama", "llava", "qwen2_vl", "internvl")
-VISION = {"llava", "qwen2_vl", "internvl"}
+from saliency_lab.models.registry import adapter_for, tiny_recipes
+
+_RECIPES = tiny_recipes()
+#: Every registered tiny recipe (one per architecture): the greedy-equivalence test runs over all of them.
+ALL_ARCHS = tuple(_RECIPES)
+VISION = {name for name, r in _RECIPES.items() if r.vision}
+
+
+def _one_per_adapter() -> tuple[str, ...]:
+    seen: dict[type, str] = {}
+    for name, r in _RECIPES.items():
+        seen.setdefault(type(adapter_for(r.architecture)), name)
+    return tuple(sorted(seen.values()))
+
+
+#: One recipe per adapter class (the costlier SGRS/LocoRE tests): every adapter's quirks, fewer duplicates.
+ARCHS = _one_per_adapter()
 
 
 @pytest.fixture(scope="session")
@@ -103,3 +118,23 @@ def check_decisions(res, cfg, eos: set[int] | None = None) -> None:
         history.append((tc["sgrs_score"][step], tc["accepted"][step]))
     if eos:
         assert all(t not in eos for t in res.output_ids[:-1])
+
+
+def hf_generate(bundle, prepared, max_new_tokens: int, hooks=()) -> list[int]:
+    """Reference: transformers' greedy `generate` (sdpa, or our attention with `hooks`), EOS included."""
+    from transformers import GenerationConfig
+
+    from saliency_lab.saliency.attention import intervention_context, use_attention
+
+    eos = bundle.adapter.eos_token_ids(bundle)
+    pad = bundle.tokenizer.pad_token_id
+    gc = GenerationConfig(max_new_tokens=max_new_tokens, num_beams=1, do_sample=False, eos_token_id=eos or None,
+                          pad_token_id=pad if pad is not None else (eos[0] if eos else None), repetition_penalty=1.0,
+                          suppress_tokens=bundle.adapter.suppressed_token_ids(bundle) or None)
+    with torch.no_grad():
+        if hooks:
+            with use_attention(bundle), intervention_context("plain", list(hooks)):
+                out = bundle.model.generate(prepared.input_ids, **prepared.model_kwargs, generation_config=gc)
+        else:
+            out = bundle.model.generate(prepared.input_ids, **prepared.model_kwargs, generation_config=gc)
+    return out[0, prepared.n_input:].tolist()

@@ -5,7 +5,7 @@ import pytest
 from saliency_lab.cli import main
 from saliency_lab.config import DecodingConfig, ManifestSample, ModelConfig, SaliencyConfig
 from saliency_lab.models.registry import load_model
-from saliency_lab.saliency.capture import capture_sample
+from saliency_lab.pipeline import capture_sample
 
 
 @pytest.mark.parametrize("arch,tokenizer", [("mistral", "metaspace"), ("qwen2_5_vl", "bytelevel")])
@@ -21,6 +21,7 @@ def test_tiny_model_command(tmp_path, capsys, arch, tokenizer):
 
 
 def test_tiny_model_bad_arch(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        main(["tiny-model", "--arch", "gpt5", "--out", str(tmp_path)])
-    assert "invalid choice" in capsys.readouterr().err
+    assert main(["tiny-model", "--arch", "gpt5", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown tiny architecture 'gpt5'" in err and "llama" in err and "qwen3" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "x").exists()

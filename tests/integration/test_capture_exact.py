@@ -5,8 +5,8 @@ import torch
 from _capture_fixtures import TEXT_ARCHS, VISION_ARCHS, image_path, tiny_bundle
 
 from saliency_lab.config import DecodingConfig, ManifestSample
+from saliency_lab.decoding import decode
 from saliency_lab.saliency.attention import attention_context, use_attention
-from saliency_lab.saliency.capture import generate_ids
 from saliency_lab.saliency.reference import reference_rows
 from saliency_lab.saliency.single_pass import single_pass
 
@@ -18,7 +18,7 @@ def _setup(arch: str, n_new: int = 5):
     img = image_path() if b.adapter.is_vision else None
     s = ManifestSample(f"{arch}-1", "Describe the image in detail.", image=img, system="You are brief.")
     p = b.adapter.prepare(b, s, max_new_tokens=n_new)
-    out = generate_ids(b, p, DecodingConfig(max_new_tokens=n_new), [])
+    out = decode(b, p, DecodingConfig(max_new_tokens=n_new)).output_ids
     return b, p, out
 
 
@@ -71,7 +71,7 @@ def test_naive_single_backward_differs(arch):
 def test_our_attention_matches_stock_logits(arch):
     b, p, out = _setup(arch, n_new=3)
     ids = torch.cat([p.input_ids, torch.tensor([out])], dim=1)
-    kw = b.adapter.extend_kwargs(p.model_kwargs, ids.shape[1]) if b.adapter.is_vision else {}
+    kw = b.adapter.forward_kwargs(p.model_kwargs, ids.shape[1])
     with torch.no_grad():
         sdpa = b.model(input_ids=ids, **kw).logits
         b.adapter.set_attention(b.model, "eager")

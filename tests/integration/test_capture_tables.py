@@ -6,9 +6,10 @@ import torch
 from _capture_fixtures import image_path, tiny_bundle
 
 from saliency_lab.config import DecodingConfig, LocoREConfig, ManifestSample, SaliencyConfig
+from saliency_lab.decoding import decode
 from saliency_lab.decoding.hooks import intervention_hooks
 from saliency_lab.errors import SaliencyLabError
-from saliency_lab.saliency.capture import capture_sample, generate_ids
+from saliency_lab.pipeline import capture_sample
 from saliency_lab.saliency.reference import reference_rows
 from saliency_lab.saliency.single_pass import single_pass
 from saliency_lab.store.schema import SCHEMAS
@@ -171,7 +172,7 @@ def test_locore_hooks_apply_in_generation_and_saliency():
     # output key), and there it multiplies attention on recent outputs by 1 + beta.
     b = tiny_bundle("llama")
     p = b.adapter.prepare(b, ManifestSample("h", "Describe the image."))
-    out = generate_ids(b, p, DecodingConfig(max_new_tokens=8), [])
+    out = decode(b, p, DecodingConfig(max_new_tokens=8)).output_ids
     plain = single_pass(b, p, out)
     hooked = single_pass(b, p, out, hooks=intervention_hooks(dec, p.n_input))
     a, c = plain.sums["attn_out_sum"], hooked.sums["attn_out_sum"]

@@ -11,19 +11,28 @@ import pytest
 from _decoding_fixtures import decoding_image, decoding_models, prepare  # noqa: F401
 from _run_fixtures import tiny_llama, write_text_manifest  # noqa: F401
 
-from saliency_lab.config import CaptureConfig, DecodingConfig, ModelConfig
-from saliency_lab.decoding.decay import SaliencyDecayConfig, SaliencyDecayHook, decode_with_decay
-from saliency_lab.decoding.decay_capture import capture_decay
-from saliency_lab.decoding.loop import decode_plain
+from saliency_lab.config import CaptureConfig, DecodingConfig, ModelConfig, SaliencyDecayConfig
+from saliency_lab.decoding import decode
+from saliency_lab.decoding.decay import SaliencyDecayHook
 from saliency_lab.errors import SaliencyLabError
+from saliency_lab.run import capture
 from saliency_lab.saliency.single_pass import single_pass
+
+
+def decode_with_decay(bundle, prep, cfg: DecodingConfig, decay: SaliencyDecayConfig):
+    return decode(bundle, prep, DecodingConfig(**{**cfg.__dict__, "decay": decay}))
+
+
+def capture_decay(cfg: CaptureConfig, decay: SaliencyDecayConfig):
+    cfg.decoding.decay = decay
+    return capture(cfg)
 
 
 def test_rate_one_is_baseline_and_fixed_steps_act_only_later(decoding_models):
     bundle = decoding_models("llama")
     prep = prepare(bundle, "llama", None, max_new_tokens=12)
     cfg = DecodingConfig(max_new_tokens=12)
-    base = decode_plain(bundle, prep, cfg).output_ids
+    base = decode(bundle, prep, cfg).output_ids
     same = decode_with_decay(bundle, prep, cfg, SaliencyDecayConfig(rate=1.0, threshold=0.0))
     assert same.output_ids == base
     cut = decode_with_decay(bundle, prep, cfg, SaliencyDecayConfig(rate=0.0, steps=[1, 2, 3])).output_ids
@@ -45,7 +54,9 @@ def test_online_rule_decays_tokens_above_threshold(arch, decoding_models, decodi
     assert res.stats["decayed_steps"] == [s for s, v in enumerate(vals) if v is not None and v > thr]
     assert res.stats["decayed_steps"]
     # the online values equal the capture engine's single pass under the final decay hook
-    hook: SaliencyDecayHook = res.stats["hook"]
+    (hook,) = res.hooks
+    assert isinstance(hook, SaliencyDecayHook)
+    assert sorted(p - prep.n_input for p in hook.positions) == res.stats["decayed_steps"]
     sp = single_pass(bundle, prep, res.output_ids, hooks=[hook])
     upper = list(range(bundle.n_layers // 2, bundle.n_layers))
     prev = sp.sums["prev"][:, upper] / sp.sums["row_l2"][:, upper]
@@ -56,17 +67,22 @@ def test_online_rule_decays_tokens_above_threshold(arch, decoding_models, decodi
 def test_decay_refuses_sgrs_strategy(decoding_models):
     bundle = decoding_models("llama")
     prep = prepare(bundle, "llama", None)
-    with pytest.raises(SaliencyLabError, match="extra_hooks"):
+    with pytest.raises(SaliencyLabError, match="not sgrs"):
         decode_with_decay(bundle, prep, DecodingConfig(strategy="sgrs"), SaliencyDecayConfig(rate=0.5, steps=[1]))
+    with pytest.raises(SaliencyLabError, match="--decay-layers"):
+        decode_with_decay(bundle, prep, DecodingConfig(), SaliencyDecayConfig(rate=0.5, threshold=0.1, layers=[7]))
 
 
 def test_capture_decay_run_records_the_intervention(tmp_path, tiny_llama):  # noqa: F811
     m = write_text_manifest(tmp_path / "m.jsonl", 2)
     cfg = CaptureConfig(model=ModelConfig(str(tiny_llama)), data=str(m), out=str(tmp_path / "runs"), quiet=True)
     cfg.decoding.max_new_tokens = 6
+    base_id = capture(cfg).run_id
     decay = SaliencyDecayConfig(rate=0.2, threshold=-1.0)
     res = capture_decay(cfg, decay)
-    assert (res.ok, res.error) == (2, 0) and "-decay-" in res.run_id
+    assert (res.ok, res.error) == (2, 0) and res.run_id != base_id  # the decay is part of the run's identity
+    run_json = json.loads((res.run_dir / "run.json").read_text())
+    assert run_json["decoding"]["decay"]["rate"] == 0.2
     doc = json.loads((res.run_dir / "intervention.json").read_text())
     assert doc["decay"]["rate"] == 0.2 and set(doc["decayed_steps"]) == {"q000", "q001"}
     tokens = pq.read_table(res.run_dir / "tokens").to_pylist()
@@ -96,7 +112,9 @@ def test_capture_cli_decay_flags_equal_the_python_api(tmp_path, tiny_llama, caps
     for extra, word in ((["--decay-steps", "1,2"], "--decay-steps needs --decay-rate"),
                         (["--decay-rate", "0.5"], "--decay-steps S1,S2 or --decay-threshold T"),
                         (["--decay-rate", "0.5", "--decay-steps", "1", "--strategy", "sgrs"], "not sgrs"),
-                        (["--decay-rate", "-1", "--decay-steps", "1"], "--decay-*")):
+                        (["--decay-rate", "-1", "--decay-steps", "1"], "--decay-rate -1.0"),
+                        (["--decay-rate", "0.5", "--decay-threshold", "0.1", "--decay-layers", "9"],
+                         "--decay-layers 9")):
         assert main(argv[:-3] + ["--out", str(tmp_path / "bad"), "--quiet"] + extra) == 2
         err = capsys.readouterr().err.strip()
         assert word in err and len(err.splitlines()) == 1, err

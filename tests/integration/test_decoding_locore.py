@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _decoding_fixtures import ARCHS, decoding_image, decoding_models, prepare  # noqa: F401
+from _decoding_fixtures import ARCHS, decoding_image, decoding_models, hf_generate, prepare  # noqa: F401
 
 from saliency_lab.config import DecodingConfig, LocoREConfig
+from saliency_lab.decoding import decode
 from saliency_lab.decoding.hooks import intervention_hooks
 from saliency_lab.decoding.locore import LocoREHook, locore_mask
-from saliency_lab.decoding.loop import decode_plain
 from saliency_lab.saliency.attention import intervention_context, use_attention
-from saliency_lab.saliency.capture import generate_ids
 
 
 class _PreHookRecorder:
@@ -31,7 +30,7 @@ class _PreHookRecorder:
 def _teacher_forced(bundle, prep, out_ids, hooks):
     """Logits and per-layer recorded (post-hook) probabilities of one forward over input + outputs."""
     full = torch.cat([prep.input_ids, torch.tensor([out_ids])], dim=1)
-    kwargs = bundle.adapter.extend_kwargs(prep.model_kwargs, full.shape[1]) if bundle.adapter.is_vision else {}
+    kwargs = bundle.adapter.forward_kwargs(prep.model_kwargs, full.shape[1])
     with torch.no_grad(), use_attention(bundle), intervention_context("plain", hooks, record=True) as ctx:
         res = bundle.model(input_ids=full, **kwargs, use_cache=False)
     return res.logits[0], {k: v.clone() for k, v in ctx.records.items()}
@@ -42,7 +41,7 @@ def case(request, decoding_models, decoding_image):
     arch = request.param
     bundle = decoding_models(arch)
     prep = prepare(bundle, arch, decoding_image, max_new_tokens=9)
-    out = decode_plain(bundle, prep, DecodingConfig(max_new_tokens=9)).output_ids
+    out = decode(bundle, prep, DecodingConfig(max_new_tokens=9)).output_ids
     return bundle, prep, out
 
 
@@ -54,7 +53,7 @@ def test_beta_zero_reproduces_baseline_logits_exactly(case):
     assert torch.equal(logits, base_logits)
     assert all(torch.equal(probs[i], base_probs[i]) for i in base_probs)
     cfg = DecodingConfig(max_new_tokens=9)
-    assert decode_plain(bundle, prep, cfg, hooks=[zero]).output_ids == out
+    assert decode(bundle, prep, cfg, hooks=[zero]).output_ids == out
 
 
 def test_only_the_window_entries_change(case):
@@ -94,8 +93,9 @@ def test_generation_with_locore_matches_generate_and_differs_from_baseline(decod
     base = DecodingConfig(max_new_tokens=16)
     strong = DecodingConfig(max_new_tokens=16, locore=LocoREConfig(beta=3.0, window=5))
     hooks = intervention_hooks(strong, prep.n_input)
-    ours = decode_plain(bundle, prep, base, hooks=hooks).output_ids
-    assert ours == generate_ids(bundle, prep, strong, hooks)  # capture's generate path, same hooks
-    plain = decode_plain(bundle, prep, base).output_ids
+    ours = decode(bundle, prep, base, hooks=hooks).output_ids
+    assert ours == hf_generate(bundle, prep, 16, hooks)  # transformers' generate, same hooks
+    assert decode(bundle, prep, strong).output_ids == ours  # the config's LocoRE observer, same tokens
+    plain = decode(bundle, prep, base).output_ids
     # LocoRE cannot act before output step 2 (query o+1 is the first with an output key before it)
     assert ours[:2] == plain[:2] and ours != plain

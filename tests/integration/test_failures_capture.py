@@ -70,7 +70,7 @@ def test_decompression_bomb_is_an_error_row_and_resume_continues(tmp_path):
             {"sample_id": "c", "prompt": "What is this?", "image": image_path()},
         ],
     )
-    from saliency_lab.saliency.capture import capture_sample
+    from saliency_lab.pipeline import capture_sample
 
     seen: list[str] = []
 

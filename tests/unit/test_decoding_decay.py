@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from saliency_lab.config import DecodingConfig, LocoREConfig
-from saliency_lab.decoding.decay import SaliencyDecayConfig, SaliencyDecayHook, decay_mask
+from saliency_lab.config import DecodingConfig, LocoREConfig, SaliencyDecayConfig
+from saliency_lab.decoding.decay import SaliencyDecayHook, decay_mask
 from saliency_lab.decoding.hooks import intervention_hooks
 from saliency_lab.decoding.locore import LocoREHook
+from saliency_lab.errors import SaliencyLabError
 from saliency_lab.saliency.attention import split_hooks
 
 
@@ -42,10 +43,21 @@ def test_decay_renormalize_keeps_rows_stochastic():
 
 
 def test_bad_decay_config_is_refused():
-    with pytest.raises(ValueError):
+    with pytest.raises(SaliencyLabError, match="--decay-rate"):
         SaliencyDecayHook(SaliencyDecayConfig(rate=-1.0, steps=[1]), 0)
-    with pytest.raises(ValueError):
+    with pytest.raises(SaliencyLabError, match="--decay-steps"):
         SaliencyDecayHook(SaliencyDecayConfig(rate=0.5, steps=[-2]), 0)
+    # the decay is a block of DecodingConfig, validated with the rest of it
+    for bad, flag in ((SaliencyDecayConfig(rate=float("nan"), steps=[1]), "--decay-rate"),
+                      (SaliencyDecayConfig(rate=0.5, threshold=float("inf")), "--decay-threshold"),
+                      (SaliencyDecayConfig(rate=0.5, steps=[1], mode="x"), "--decay-mode"),  # type: ignore[arg-type]
+                      (SaliencyDecayConfig(rate=0.5, threshold=0.4, layers=[2]), "--decay-layers")):
+        with pytest.raises(SaliencyLabError, match=flag):
+            DecodingConfig(decay=bad).validate(n_layers=2)
+    with pytest.raises(SaliencyLabError, match="not sgrs"):
+        DecodingConfig(strategy="sgrs", decay=SaliencyDecayConfig(rate=0.5, steps=[1])).validate()
+    # an inactive decay (rate 1) is not checked against the strategy
+    DecodingConfig(strategy="sgrs", decay=SaliencyDecayConfig(rate=1.0, steps=[1])).validate()
 
 
 def test_intervention_hooks_from_configs():
@@ -53,14 +65,14 @@ def test_intervention_hooks_from_configs():
     hooks = intervention_hooks(DecodingConfig(locore=LocoREConfig(beta=0.2, window=4)), 10)
     assert len(hooks) == 1 and isinstance(hooks[0], LocoREHook) and hooks[0].output_start == 10
     both = intervention_hooks(
-        DecodingConfig(locore=LocoREConfig(beta=0.2, mode="logit_offset")), 3,
-        decay=SaliencyDecayConfig(rate=0.5, steps=[2]),
+        DecodingConfig(locore=LocoREConfig(beta=0.2, mode="logit_offset"),
+                       decay=SaliencyDecayConfig(rate=0.5, steps=[2])), 3,
     )
     probs, logits = split_hooks(both)
     assert [type(h) for h in probs] == [SaliencyDecayHook] and [type(h) for h in logits] == [LocoREHook]
     # a decay at rate 1 or with nothing selected is no intervention
-    assert intervention_hooks(DecodingConfig(), 3, decay=SaliencyDecayConfig(rate=1.0, steps=[2])) == []
-    assert intervention_hooks(DecodingConfig(), 3, decay=SaliencyDecayConfig(rate=0.5)) == []
+    assert intervention_hooks(DecodingConfig(decay=SaliencyDecayConfig(rate=1.0, steps=[2])), 3) == []
+    assert intervention_hooks(DecodingConfig(decay=SaliencyDecayConfig(rate=0.5)), 3) == []
 
 
 def test_sgrs_config_from_calibration_file(tmp_path):
