@@ -159,7 +159,7 @@ def test_cli_analyze_calibrate_query(two_runs, tmp_path, capsys):
     assert pl.read_csv(out)["measure"].unique(maintain_order=True).to_list() == list(SCORE_NAMES)
     assert main(["query", "layer_profile", str(a), "--param", "score=source_share,prev", "--out", str(out)]) == 0
     assert set(pl.read_csv(out)["measure"]) == {"source_share", "prev"}
-    with pytest.raises(SaliencyLabError, match="--param score=nope: unknown score 'nope'"):
+    with pytest.raises(SaliencyLabError, match="--param score=out_mean,nope: unknown score 'nope'"):
         main(["query", "binned_curve", str(a), "--param", "score=out_mean,nope"])
     assert main(["sql", str(a), "SELECT count(*) AS n FROM labels", "--out", str(tmp_path / "n.parquet")]) == 0
     with pytest.raises(SaliencyLabError, match="unknown parameter"):
