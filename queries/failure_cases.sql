@@ -1,24 +1,43 @@
 -- name: failure_cases
--- purpose: hallucinated tokens with the highest score and correct tokens with the lowest score, ranked, with the surrounding output text (token marked [[like this]])
+-- purpose: position-controlled failure cases: hallucinated tokens scoring far above, and correct tokens far below, the other tokens generated at the same step (z-score within run and step), ranked, with the surrounding output text (token marked [[like this]])
 -- param labels VARCHAR = chair                 labelset
 -- param score VARCHAR = out_mean {out_mean|prev|attn_out|lookback_ratio}  the measure ranked
 -- param layers INTEGER[] = NULL                target layers, comma separated; empty = upper half of each run
 -- param normalization VARCHAR = row {row|none|matrix}  how S_raw is normalized
 -- param top INTEGER = 20                       cases of each kind per run
 -- param context INTEGER = 40                   characters of text either side
-WITH s AS (
+-- param min_step_tokens INTEGER = 5            a step needs this many scored tokens for its z-score; tokens of rarer steps rank last
+-- Raw scores drift with the step (out_mean of late tokens averages over more keys), so ranking raw scores
+-- picks late tokens; the z-score against every scored token of the same run and step removes that drift.
+WITH all_scores AS (
+    SELECT run_id, step,
+           pick_score(getvariable('score'), out_mean, prev, attn_out, lookback_ratio) AS score
+    FROM token_scores(layers := getvariable('layers'), normalization := getvariable('normalization'))
+), step_stats AS (
+    SELECT run_id, step, avg(score) AS step_mean, stddev_samp(score) AS step_sd, count(*) AS step_n
+    FROM all_scores WHERE score IS NOT NULL AND isfinite(score)
+    GROUP BY run_id, step
+), s AS (
     SELECT run_id, sample_id, step, label, object,
            pick_score(getvariable('score'), out_mean, prev, attn_out, lookback_ratio) AS score
     FROM labeled_scores(getvariable('labels'), layers := getvariable('layers'),
                         normalization := getvariable('normalization'))
+), z AS (
+    SELECT s.*, st.step_mean, st.step_n,
+           CASE WHEN st.step_n >= getvariable('min_step_tokens')
+                THEN (s.score - st.step_mean) / nullif(st.step_sd, 0) END AS step_z
+    FROM s LEFT JOIN step_stats st USING (run_id, step)
+    WHERE s.score IS NOT NULL AND isfinite(s.score)
 ), ranked AS (
     SELECT *,
            CASE label WHEN 1 THEN 'high_score_hallucination' ELSE 'low_score_correct' END AS kind,
            row_number() OVER (PARTITION BY run_id, label
-                              ORDER BY CASE label WHEN 1 THEN -score ELSE score END, sample_id, step) AS rank
-    FROM s WHERE score IS NOT NULL
+                              ORDER BY CASE label WHEN 1 THEN -step_z ELSE step_z END NULLS LAST,
+                                       CASE label WHEN 1 THEN -score ELSE score END, sample_id, step) AS rank
+    FROM z
 )
 SELECT r.run_id, r.kind, r.rank, r.sample_id, r.step, k.token_text, r.object, r.label, r.score,
+       r.step_mean, r.step_z, r.step_n,
        substr(p.output_text, greatest(k.char_start - getvariable('context'), 0) + 1,
               k.char_start - greatest(k.char_start - getvariable('context'), 0))
          || '[[' || k.token_text || ']]'

@@ -34,16 +34,18 @@ def spec(chart: alt.TopLevelMixin) -> dict[str, Any]:
     return chart.to_dict(validate=True)
 
 
-def curve_chart(curve: pl.DataFrame, title: str, x_title: str, width: int = 380) -> alt.Chart:
-    """Fig. 8b: hallucination rate per score bin with Wilson 95% intervals, one colour per run."""
+def curve_chart(curve: pl.DataFrame, title: str, x_title: str, width: int = 380) -> alt.LayerChart:
+    """Fig. 8b: hallucination rate per score bin with Wilson 95% intervals, one colour per run; a horizontal
+    bar spans each bin's edges (quantile bins differ in width). Empty bins are not drawn."""
     data = curve.with_columns(((pl.col("lo") + pl.col("hi")) / 2).alias("mid")).filter(pl.col("n") > 0)
+    x = alt.X("mid:Q", title=x_title, scale=alt.Scale(zero=False, nice=False))
     base = alt.Chart(_data(data)).encode(
-        x=alt.X("mid:Q", title=x_title, scale=alt.Scale(domain=[0, 1])),
+        x=x,
         color=alt.Color("run_id:N", title="run"),
         tooltip=[
             alt.Tooltip("run_id:N", title="run"),
-            alt.Tooltip("lo:Q", format=".2f", title="bin from"),
-            alt.Tooltip("hi:Q", format=".2f", title="bin to"),
+            alt.Tooltip("lo:Q", format=".4f", title="bin from"),
+            alt.Tooltip("hi:Q", format=".4f", title="bin to"),
             alt.Tooltip("n:Q", title="tokens"),
             alt.Tooltip("n_halluc:Q", title="hallucinated"),
             alt.Tooltip("rate:Q", format=".3f"),
@@ -51,12 +53,36 @@ def curve_chart(curve: pl.DataFrame, title: str, x_title: str, width: int = 380)
             alt.Tooltip("ci_high:Q", format=".3f", title="Wilson high"),
         ],
     )
-    line = base.mark_line(point=True).encode(
-        y=alt.Y("rate:Q", title="P(hallucinated)", scale=alt.Scale(domain=[0, 1]))
-    )
+    y = alt.Y("rate:Q", title="P(hallucinated)", scale=alt.Scale(domain=[0, 1]))
+    line = base.mark_line(point=True).encode(y=y)
+    edges = base.mark_rule(strokeWidth=2, opacity=0.5).encode(x=alt.X("lo:Q", title=x_title), x2="hi:Q", y=y)
     bars = base.mark_errorbar(ticks=True).encode(y=alt.Y("ci_low:Q", title="P(hallucinated)"),
                                                  y2=alt.Y2("ci_high:Q"))
-    return alt.layer(bars, line).properties(title=title, width=width, height=260)
+    return alt.layer(bars, edges, line).properties(title=title, width=width, height=260)
+
+
+def step_rate_chart(profile: pl.DataFrame, title: str, width: int = 380) -> alt.LayerChart:
+    """Hallucination rate among labeled tokens at each generation step, Wilson 95% intervals."""
+    base = alt.Chart(_data(profile)).encode(
+        x=alt.X("step:Q", title="generation step", axis=alt.Axis(tickMinStep=1)),
+        color=alt.Color("run_id:N", title="run"),
+        tooltip=["run_id:N", "step:Q", "n_labeled:Q", "n_halluc:Q", alt.Tooltip("rate:Q", format=".3f")],
+    )
+    y = alt.Y("rate:Q", title="P(hallucinated)", scale=alt.Scale(domain=[0, 1]))
+    return alt.layer(
+        base.mark_errorbar(ticks=True).encode(y=alt.Y("ci_low:Q", title="P(hallucinated)"), y2="ci_high:Q"),
+        base.mark_line(point=True).encode(y=y),
+    ).properties(title=title, width=width, height=240)
+
+
+def step_score_chart(profile: pl.DataFrame, title: str, score: str, width: int = 380) -> alt.Chart:
+    """Mean token score at each generation step (every scored token), per run."""
+    return alt.Chart(_data(profile)).mark_line(point=True).encode(
+        x=alt.X("step:Q", title="generation step", axis=alt.Axis(tickMinStep=1)),
+        y=alt.Y("mean_score:Q", title=f"mean {score}"),
+        color=alt.Color("run_id:N", title="run"),
+        tooltip=["run_id:N", "step:Q", "n_tokens:Q", alt.Tooltip("mean_score:Q", format=".4f")],
+    ).properties(title=title, width=width, height=240)
 
 
 def means_chart(means: pl.DataFrame, title: str, width: int = 300) -> alt.Chart:

@@ -134,7 +134,9 @@ def test_label_means_and_failure_cases(run):
         assert row["out_mean_sd"] == pytest.approx(np.std(vals, ddof=1))
     assert cases.height == 6
     hi = cases.filter(cases["kind"] == "high_score_hallucination")
-    assert hi["score"].to_list() == sorted(hi["score"].to_list(), reverse=True)
+    z = [v for v in hi["step_z"].to_list() if v is not None]
+    assert z == sorted(z, reverse=True)  # ranked position-controlled (z within the step), nulls last
+    _check_step_z(sc, cases)
     samples = read(run, "samples")
     text = dict(zip(samples["sample_id"], samples["output_text"], strict=True))
     for row in cases.iter_rows(named=True):
@@ -165,3 +167,15 @@ def test_object_means_first_subtoken_per_object_and_label(run):
         assert row["n"] == len(vals)
         defined = [v for v in vals if v is not None]
         assert row["out_mean_mean"] == pytest.approx(np.mean(defined)) if defined else row["out_mean_mean"] is None
+
+
+def _check_step_z(sc: dict, cases) -> None:
+    """step_z recomputed from the independent token scores: (score - mean) / sd over the run's same step."""
+    for row in cases.iter_rows(named=True):
+        same = [v["out_mean"] for (sid, st), v in sc.items() if st == row["step"] and v["out_mean"] is not None]
+        assert row["step_n"] == len(same)
+        assert row["step_mean"] == pytest.approx(np.mean(same))
+        if len(same) >= 5:
+            assert row["step_z"] == pytest.approx((row["score"] - np.mean(same)) / np.std(same, ddof=1))
+        else:
+            assert row["step_z"] is None
