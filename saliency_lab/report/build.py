@@ -19,7 +19,7 @@ import polars as pl
 from saliency_lab import __version__
 from saliency_lab.errors import SaliencyLabError
 from saliency_lab.report import assets
-from saliency_lab.report.config import ReportConfig
+from saliency_lab.report.config import ReportConfig, analysis_binning
 from saliency_lab.report.data import RunData, find_labelset, load_run
 from saliency_lab.report.page import Charts, Section
 from saliency_lab.report.scores import default_layers, labeled_scores, token_scores
@@ -30,14 +30,19 @@ from saliency_lab.report.sections_extra import (
     compare_section,
     load_calibration,
 )
-from saliency_lab.report.sections_run import failure_cases, maps_section, summary_section
+from saliency_lab.report.explorer import ExplorerData, build_explorer
+from saliency_lab.report.runconfig import config_section
+from saliency_lab.report.sections_curves import curve_section, position_section, step_controlled_curve
+from saliency_lab.report.sections_run import failure_cases, maps_section, runs_section
 from saliency_lab.report.sections_stats import (
     NEEDS_LABELS,
-    curve_section,
     distributions_section,
     layers_section,
     means_section,
 )
+from saliency_lab.report.outcomes import pairings, read_sgrs_rates, run_outcome
+from saliency_lab.report.separation import from_analysis
+from saliency_lab.report.summary import Part, interventions_section, summary_section
 
 
 def _expand(runs: Sequence[str | Path] | str | Path) -> list[Path]:
@@ -68,7 +73,8 @@ def _analyze(paths: list[Path], labelset: str, cfg: ReportConfig) -> Any:
     from saliency_lab.analysis import AnalysisConfig, analyze
 
     acfg = AnalysisConfig(score=cfg.score, layers=cfg.layers, n_bootstrap=cfg.n_bootstrap,
-                          n_failures=max(cfg.n_failures, 1))
+                          n_failures=max(cfg.n_failures, 1), bins=cfg.bins,
+                          binning=analysis_binning(cfg.binning))  # type: ignore[arg-type]
     return analyze([str(p) for p in paths], labelset, acfg)
 
 
@@ -123,12 +129,30 @@ def build_report(runs: Sequence[str | Path] | str | Path, out_html: str | Path,
     scores = token_scores(with_rows, labelset, cfg.layers, cfg.score) if with_rows and not cfg.samples else {}
 
     dist = labeled_scores([str(p) for p in labeled], labelset, cfg.layers, cfg.score) if result else None
+    controlled, profile = _position_frames(labeled, labelset, cfg) if result else (None, None)
     charts = Charts()
-    sections: list[Section] = [summary_section(data, labelset, result.summary if result else None)]
-    sections += [means_section(result, cfg.score, charts, missing),
-                 curve_section(result, cfg.score, charts, missing),
-                 distributions_section(result, cfg.score, charts, dist, missing),
-                 layers_section(result, cfg.score, charts, layers_by_run, missing)]
+    explorer = (build_explorer(data, labelset, cfg.layers, layers_by_run, cfg.score,
+                               int(cfg.image_budget_mb * 1e6), cfg.image_px) if cfg.explorer else None)
+    pairs = pairings(data, read_sgrs_rates(data))
+    seps = from_analysis(result, controlled, cfg.n_bootstrap) if result is not None else []
+    sections: list[Section] = [
+        summary_section(data, labelset, {r.run_id: run_outcome(r) for r in data}, pairs, seps,
+                        _calibration_verdict(cal, cal_missing), None, cfg),
+        config_section(data),
+        runs_section(data, labelset, result.summary if result else None),
+        means_section(result, cfg.score, charts, missing),
+        curve_section(result, cfg.score, charts,
+                      step_controlled_curve(controlled, cfg.bins, analysis_binning(cfg.binning))
+                      if controlled is not None else None, missing),
+        position_section(profile, cfg.score, charts, missing),
+        distributions_section(result, cfg.score, charts, dist, missing),
+        layers_section(result, cfg.score, charts, layers_by_run, missing),
+    ]
+    inter = interventions_section(pairs)
+    if inter is not None:
+        sections.insert(3, inter)
+    if explorer is not None:
+        sections.append(_explorer_section(explorer))
     sections.append(maps_section(data, charts, layers_by_run, halluc, scores, cfg.samples, cfg.n_auto_samples,
                                  cfg.max_map_steps))
     sections.append(_failures_section(data, result, cfg, missing))
@@ -137,10 +161,10 @@ def build_report(runs: Sequence[str | Path] | str | Path, out_html: str | Path,
     if cmp is not None:
         sections.append(cmp)
     if labelset and len(labeled_runs) < len(data):
-        sections[0].note(f"Runs without labeled tokens in the label set {labelset}: "
+        sections[2].note(f"Runs without labeled tokens in the label set {labelset}: "
                          + ", ".join(r.run_id for r in data if r not in labeled_runs))
 
-    html = _render(data, labelset, cfg, sections, charts)
+    html = _render(data, labelset, cfg, sections, charts, explorer)
     out = Path(out_html)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -177,8 +201,56 @@ def _failures_section(data: list[RunData], result: Any, cfg: ReportConfig, missi
     return sec
 
 
+def _position_frames(labeled: list[Path], labelset: str, cfg: ReportConfig
+                     ) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
+    """Named queries `step_controlled` (labeled tokens with their z-score within the step) and
+    `step_profile` (rate and score by step) over the labeled runs."""
+    from saliency_lab.store.catalog import open_catalog
+
+    params = {"labels": labelset, "score": cfg.score, "normalization": "row",
+              "layers": ",".join(str(int(x)) for x in cfg.layers) if cfg.layers else "NULL"}
+    with open_catalog([str(p) for p in labeled]) as cat:
+        return cat.query("step_controlled", params), cat.query("step_profile", params)
+
+
+def _calibration_verdict(cal: Calibration | None, why: str | None) -> list[Part]:
+    if cal is None:
+        return [Part(why or "No calibration.", href="#calibration")]
+    rec = cal.recommended or {}
+    met = cal.recommended_metrics or {}
+    if not rec:
+        return [Part("No SGRS setting beats chance", href="#calibration", cls="bad"),
+                Part(f": {cal.reason}" if getattr(cal, "reason", None) else ".")]
+    parts = [Part("Recommended: "),
+             Part(f"alpha {rec.get('alpha')}, W {rec.get('window')}, layers {rec.get('layers')}",
+                  href="#calibration", key="summary|calibration")]
+    if met.get("recall") is not None:
+        parts += [Part(" (recall "), Part(f"{float(met['recall']):.3f}", href="#calibration",
+                                          value=repr(float(met["recall"])), key="summary|calibration|recall"),
+                  Part(", false rejections "),
+                  Part(f"{float(met['false_rejection_rate']):.3f}", href="#calibration",
+                       value=repr(float(met["false_rejection_rate"])), key="summary|calibration|frr"),
+                  Part(")")]
+    if cal.within_budget is False:
+        parts.append(Part(" — no setting stays within the false-rejection budget", cls="bad"))
+    return parts
+
+
+def _explorer_section(explorer: ExplorerData) -> Section:
+    sec = Section("explorer", "Token explorer",
+                  intro="Every sample's output, each token coloured by the chosen score (darker = higher); "
+                        "labeled hallucinations are underlined in red, labeled correct objects in green. Click a "
+                        "token for its scores, its per-layer values, its saliency row over the earlier output "
+                        "tokens and, for image samples, the image with the token's saliency over the image "
+                        "patches (needs rows captured with --rows all).")
+    for line in explorer.dropped:
+        sec.note(line)
+    sec.blocks.append({"kind": "explorer"})
+    return sec
+
+
 def _render(data: list[RunData], labelset: str | None, cfg: ReportConfig, sections: list[Section],
-            charts: Charts) -> str:
+            charts: Charts, explorer: ExplorerData | None) -> str:
     import vl_convert as vlc
 
     folder = Path(cfg.templates_dir) if cfg.templates_dir else None
@@ -195,5 +267,7 @@ def _render(data: list[RunData], labelset: str | None, cfg: ReportConfig, sectio
         css=assets.stylesheet(folder),
         vega_js=assets.vega_bundle(),
         charts_json=charts.to_script_json(),
+        explorer_json=explorer.to_script_json() if explorer is not None else "null",
+        explorer_js=assets.script("explorer.js", folder),
         vega_versions=f"{vlc.get_vega_version()} / vega-embed {vlc.get_vega_embed_version()}",
     ), folder)

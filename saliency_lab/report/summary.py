@@ -1,0 +1,214 @@
+"""The first section: the answer before the evidence.
+
+Per run CHAIR / POPE with bootstrap intervals; whether saliency separates hallucinated tokens, one sentence
+per score (read from the analysis, with a warning when position alone separates too); the SGRS calibration
+verdict; each intervention against its paired control with the SGRS rejection / fallback rates. Every number
+links to the section that derives it. Nothing here computes a statistic of its own: the numbers come from
+`saliency_lab.analysis` (separation, calibration, label intervals) and the named queries.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from saliency_lab.analysis import label_ci as lc
+from saliency_lab.report import tables as tb
+from saliency_lab.report.config import ReportConfig
+from saliency_lab.report.data import RunData
+from saliency_lab.report.outcomes import Pairing, RunOutcome, intervention
+from saliency_lab.report.page import Section
+from saliency_lab.report.separation import Separation
+
+
+@dataclass
+class Part:
+    """A piece of a summary sentence; a number carries its exact value and the section that derives it."""
+
+    text: str
+    href: str | None = None
+    value: str | None = None
+    key: str | None = None
+    cls: str | None = None
+
+
+def _num(x: Any, href: str, key: str, digits: int = 2) -> Part:
+    if x is None or not math.isfinite(float(x)):
+        return Part("–")
+    return Part(f"{float(x):.{digits}f}", href=href, value=repr(float(x)), key=key)
+
+
+def _ci_parts(est: float | None, ci: tuple[float, float] | list[float] | None, href: str, key: str,
+              digits: int = 2) -> list[Part]:
+    parts = [_num(est, href, key, digits)]
+    if ci is not None and len(ci) == 2 and all(v is not None and math.isfinite(float(v)) for v in ci):
+        parts += [Part(" ["), _num(ci[0], href, key + "|lo", digits), Part(", "),
+                  _num(ci[1], href, key + "|hi", digits), Part("]")]
+    return parts
+
+
+def _est_cell(e: lc.Estimate | None, href: str, key: str, digits: int = 3) -> tb.Cell:
+    if e is None or not math.isfinite(e.value):
+        return tb.Cell("–", cls="num")
+    text = f"{e.value:.{digits}f}"
+    if all(math.isfinite(v) for v in e.ci):
+        text += f" [{e.ci[0]:.{digits}f}, {e.ci[1]:.{digits}f}]"
+    return tb.Cell(text, value=repr(e.value), cls="num", key=key, href=href)
+
+
+def separation_sentences(sep: Separation) -> list[list[Part]]:
+    """One sentence per score: separates / separates in reverse / does not, with the controlled AUROC when
+    the analysis gives one, else the pooled AUROC; then position alone and the confounding warnings."""
+    out: list[list[Part]] = []
+    run = sep.run_id
+    for row in sep.rows:
+        key = f"sep|{run}|{row.score}"
+        use_ctl = row.controlled is not None and math.isfinite(row.controlled)
+        est, ci = (row.controlled, row.controlled_ci) if use_ctl else (row.pooled, row.pooled_ci)
+        kind = "controlled AUROC" if use_ctl else "AUROC"
+        verdict = row.verdict(use_ctl)
+        cls = {"separates": "good", "separates in reverse": "warn", "does not separate": "bad"}.get(verdict)
+        parts = [Part(row.score, cls="score"), Part(f" {verdict} ", cls=cls), Part(f"({kind} ")]
+        parts += _ci_parts(est, ci, sep.href(use_ctl), key + ("|controlled" if use_ctl else "|pooled"))
+        parts.append(Part(")"))
+        if verdict == "separates in reverse":
+            parts.append(Part(": hallucinated tokens score higher, not lower"))
+        out.append(parts)
+    if sep.step_only is not None and math.isfinite(sep.step_only):
+        parts = [Part("Position alone (the token's step as the score): AUROC ")]
+        parts += _ci_parts(sep.step_only, sep.step_only_ci, "#position", f"sep|{run}|step")
+        out.append(parts)
+    for w in sep.warnings:
+        out.append([Part("⚠ " + w, href="#position", cls="warn")])
+    return out
+
+
+def outcome_table(runs: list[RunData], outcomes: dict[str, RunOutcome], pairs: dict[str, Pairing]) -> tb.Table:
+    pope_splits = sorted({s for o in outcomes.values() for s in o.pope})
+    cols = ["run", "decoding", "CHAIR_s [95% CI]", "CHAIR_i [95% CI]"]
+    cols += [f"POPE {s} accuracy" for s in pope_splits]
+    cols += ["vs control: Δ CHAIR_i [95% CI]", "SGRS rejected / fell back"]
+    t = tb.Table(key="summary-outcomes", title="Hallucination per run (bootstrap 95% intervals over samples)",
+                 columns=cols)
+    for run in runs:
+        o = outcomes[run.run_id]
+        dec = run.meta.get("decoding") or {}
+        name = str(dec.get("strategy") or "?") + (f" + {intervention(run)}" if intervention(run) not in
+                                                   (None, "sgrs") else "")
+        row = [tb.text(run.run_id), tb.text(name),
+               _est_cell(o.chair.get("chair_s"), "#runs", f"summary|{run.run_id}|chair_s"),
+               _est_cell(o.chair.get("chair_i"), "#runs", f"summary|{run.run_id}|chair_i")]
+        row += [_est_cell(o.pope.get(s), "#runs", f"summary|{run.run_id}|pope_{s}") for s in pope_splits]
+        p = pairs.get(run.run_id)
+        row.append(_diff_cell(p, f"summary|{run.run_id}|delta_chair_i"))
+        row.append(_rates_cell(p, f"summary|{run.run_id}|sgrs"))
+        t.rows.append(row)
+    t.note = ("CHAIR: lower is better; Δ: intervention minus its paired control on the samples both hold "
+              "(negative = fewer hallucinated objects); green when the whole interval is below 0. Click a number "
+              "for the section that derives it.")
+    return t
+
+
+def _diff_cell(p: Pairing | None, key: str) -> tb.Cell:
+    if p is None:
+        return tb.Cell("–", cls="num")
+    if p.control is None:
+        return tb.Cell(f"no control ({p.why})")
+    e = p.diffs.get("chair_i")
+    if e is None:
+        return tb.Cell(f"vs {p.control}: no CHAIR labels", href="#interventions")
+    cell = _est_cell(e, "#interventions", key)
+    cell.text = f"{e.value:+.3f} [{e.ci[0]:+.3f}, {e.ci[1]:+.3f}] vs {p.control}"
+    cell.cls = "num " + ("good" if e.ci[1] < 0 else "bad" if e.ci[0] > 0 else "")
+    return cell
+
+
+def _rates_cell(p: Pairing | None, key: str) -> tb.Cell:
+    if p is None or not p.rates:
+        return tb.Cell("–", cls="num")
+    r, f = p.rates.get("rejection_rate"), p.rates.get("fallback_rate")
+    return tb.Cell(f"{float(r):.1%} / {float(f):.1%} of steps", value=f"{float(r)!r}|{float(f)!r}", cls="num",
+                   key=key, href="#interventions")
+
+
+def intervention_sentences(pairs: list[Pairing]) -> list[list[Part]]:
+    out = []
+    for p in pairs:
+        e = p.diffs.get("chair_i")
+        if p.control is None or e is None:
+            out.append([Part(f"{p.run_id} ({p.kind}): no paired control with CHAIR labels ({p.why}).")])
+            continue
+        if e.ci[1] < 0:
+            verdict, cls = "helped: fewer hallucinated objects", "good"
+        elif e.ci[0] > 0:
+            verdict, cls = "hurt: more hallucinated objects", "bad"
+        else:
+            verdict, cls = "made no clear difference", None
+        parts = [Part(f"{p.run_id} ({p.kind}) vs {p.control}: "), Part(verdict, cls=cls), Part(", Δ CHAIR_i ")]
+        parts += _ci_parts(e.value, e.ci, "#interventions", f"int|{p.run_id}|chair_i", 3)
+        if p.rates:
+            parts += [Part("; rejected the first draw at "),
+                      Part(f"{float(p.rates['rejection_rate']):.1%}", href="#interventions",
+                           value=repr(float(p.rates["rejection_rate"])), key=f"int|{p.run_id}|rejection"),
+                      Part(" of steps, fell back at "),
+                      Part(f"{float(p.rates['fallback_rate']):.1%}", href="#interventions",
+                           value=repr(float(p.rates["fallback_rate"])), key=f"int|{p.run_id}|fallback")]
+        out.append(parts + [Part(".")])
+    return out
+
+
+def summary_section(runs: list[RunData], labelset: str | None, outcomes: dict[str, RunOutcome],
+                    pairs: list[Pairing], separations: list[Separation], calibration: list[Part] | None,
+                    detector: list[list[Part]] | None, cfg: ReportConfig) -> Section:
+    sec = Section("summary", "Summary",
+                  intro="The answers first; every number links to the section that derives it.")
+    if separations:
+        for sep in separations:
+            sec.blocks.append({"kind": "sentences", "title": f"Does saliency flag hallucinated tokens? "
+                               f"(run {sep.run_id}, labels {labelset}, {sep.n_halluc} hallucinated / "
+                               f"{sep.n_correct} correct tokens)", "items": separation_sentences(sep)})
+    else:
+        sec.needs = ("No labeled tokens, so no separation statistics: run `saliency-lab label chair --run R ...` "
+                     "(or pope / human) and rebuild.")
+    if detector:
+        sec.blocks.append({"kind": "sentences", "title": "Detector (cross-validated AUROC per feature set)",
+                           "items": detector})
+    if calibration:
+        sec.blocks.append({"kind": "sentences", "title": "SGRS calibration", "items": [calibration]})
+    if pairs:
+        sec.blocks.append({"kind": "sentences", "title": "Interventions against their paired controls",
+                           "items": intervention_sentences(pairs)})
+    sec.table(outcome_table(runs, outcomes, {p.run_id: p for p in pairs}))
+    return sec
+
+
+def interventions_section(pairs: list[Pairing]) -> Section | None:
+    """How each intervention's change is derived: the control, the shared samples, both metrics."""
+    if not pairs:
+        return None
+    sec = Section("interventions", "Interventions against their paired controls",
+                  intro="Each intervention run is compared with its control on the samples both runs hold: an SGRS "
+                        "run with top-K sampling of the same K (SGRS with alpha = 0 reproduces it token for "
+                        "token), a LocoRE or saliency-decay run with the same strategy without the intervention. "
+                        "Intervals: 95% paired bootstrap over the shared samples. SGRS rates come from the "
+                        "decisions table (query sgrs_rates).")
+    t = tb.Table(key="interventions", title="Change against the control (intervention − control)",
+                 columns=["run", "intervention", "control", "why this control", "samples", "Δ CHAIR_i [95% CI]",
+                          "Δ CHAIR_s [95% CI]", "first draw rejected", "fell back", "draws rejected",
+                          "mean draws per step"])
+    for p in pairs:
+        k = f"interventions|{p.run_id}"
+        ei, es = p.diffs.get("chair_i"), p.diffs.get("chair_s")
+        t.rows.append([tb.text(p.run_id), tb.text(p.kind), tb.text(p.control), tb.text(p.why),
+                       tb.num(ei.n if ei else None),
+                       _est_cell(ei, "", f"{k}|chair_i"), _est_cell(es, "", f"{k}|chair_s"),
+                       tb.num(p.rates.get("rejection_rate"), key=f"{k}|rejection_rate"),
+                       tb.num(p.rates.get("fallback_rate"), key=f"{k}|fallback_rate"),
+                       tb.num(p.rates.get("draw_rejection_rate"), key=f"{k}|draw_rejection_rate"),
+                       tb.num(p.rates.get("mean_draws"), key=f"{k}|mean_draws")])
+    for row in t.rows:
+        for c in row:
+            c.href = None
+    sec.table(t)
+    return sec
