@@ -1,10 +1,9 @@
 -- name: labeled_tokens
--- purpose: every labeled token with S(x_P) (out_mean, prev) and the attention baselines over the target layers; the input of `analyze`
+-- purpose: every labeled token with every score of the family (saliency scores, attention baselines; step is the position baseline) over the target layers; the input of `analyze`
 -- param labels VARCHAR = chair                 labelset
 -- param layers INTEGER[] = NULL                target layers, comma separated; empty = upper half of each run
 -- param normalization VARCHAR = row {row|none|matrix}  how S_raw is normalized
-SELECT run_id, sample_id, step, label, object, mention_id, subtoken,
-       out_mean, prev, attn_out, lookback_ratio, n_layers
+SELECT *
 FROM labeled_scores(getvariable('labels'), layers := getvariable('layers'),
                     normalization := getvariable('normalization'))
 ORDER BY run_id, sample_id, step;

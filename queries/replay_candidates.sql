@@ -2,8 +2,8 @@
 -- purpose: the recorded top-K candidates of every step with their score over the target layers (same definition as the token score); used by `calibrate`
 -- param layers INTEGER[] = NULL                target layers, comma separated; empty = upper half of each run
 -- param normalization VARCHAR = row {row|none|matrix}  how S_raw is normalized
--- param score VARCHAR = out_mean {out_mean|prev}  the SGRS score
-SELECT run_id, sample_id, step, rank, token_id, prob,
-       pick_score(getvariable('score'), out_mean, prev, NULL, NULL) AS score
-FROM candidate_scores(layers := getvariable('layers'), normalization := getvariable('normalization'))
-ORDER BY run_id, sample_id, step, rank;
+-- param score SCORES = out_mean                 the SGRS score(s); scores candidate rows cannot carry (shares, attention) are null
+SELECT c.run_id, u.measure, c.sample_id, c.step, c.rank, c.token_id, c.prob, pick_score(u.measure, c) AS score
+FROM candidate_scores(layers := getvariable('layers'), normalization := getvariable('normalization')) c
+CROSS JOIN (SELECT unnest(getvariable('score')) AS measure) u
+ORDER BY list_position(getvariable('score'), u.measure), c.run_id, c.sample_id, c.step, c.rank;

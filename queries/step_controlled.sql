@@ -1,23 +1,21 @@
 -- name: step_controlled
 -- purpose: every labeled token with its score and that score's z-score against all tokens the run generated at the same step (the position-controlled score of the report's step-controlled curve)
 -- param labels VARCHAR = chair                 labelset
--- param score VARCHAR = out_mean {out_mean|prev|attn_out|lookback_ratio}  the measure
+-- param score VARCHAR = out_mean                 the measure: one score name of the family (docs/analysis.md)
 -- param layers INTEGER[] = NULL                target layers, comma separated; empty = upper half of each run
 -- param normalization VARCHAR = row {row|none|matrix}  how S_raw is normalized
 -- param min_step_tokens INTEGER = 5            a step needs this many scored tokens for a z-score (else null)
 WITH all_scores AS (
-    SELECT run_id, step,
-           pick_score(getvariable('score'), out_mean, prev, attn_out, lookback_ratio) AS score
-    FROM token_scores(layers := getvariable('layers'), normalization := getvariable('normalization'))
+    SELECT t.run_id, t.step, pick_score(getvariable('score'), t) AS score
+    FROM token_scores(layers := getvariable('layers'), normalization := getvariable('normalization')) t
 ), step_stats AS (
     SELECT run_id, step, avg(score) AS step_mean, stddev_samp(score) AS step_sd, count(*) AS step_n
     FROM all_scores WHERE score IS NOT NULL AND isfinite(score)
     GROUP BY run_id, step
 ), s AS (
-    SELECT run_id, sample_id, step, label, object,
-           pick_score(getvariable('score'), out_mean, prev, attn_out, lookback_ratio) AS score
+    SELECT t.run_id, t.sample_id, t.step, t.label, t.object, pick_score(getvariable('score'), t) AS score
     FROM labeled_scores(getvariable('labels'), layers := getvariable('layers'),
-                        normalization := getvariable('normalization'))
+                        normalization := getvariable('normalization')) t
 )
 SELECT s.run_id, s.sample_id, s.step, s.label, s.object, s.score, st.step_mean, st.step_sd, st.step_n,
        CASE WHEN st.step_n >= getvariable('min_step_tokens')

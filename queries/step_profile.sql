@@ -1,12 +1,11 @@
 -- name: step_profile
 -- purpose: per run and generation step: mean score of every scored token, and among labeled tokens the hallucination rate with its Wilson 95% interval and the mean score by label (position as a confounder)
 -- param labels VARCHAR = chair                 labelset
--- param score VARCHAR = out_mean {out_mean|prev|attn_out|lookback_ratio}  the measure
+-- param score VARCHAR = out_mean                 the measure: one score name of the family (docs/analysis.md)
 -- param layers INTEGER[] = NULL                target layers, comma separated; empty = upper half of each run
 -- param normalization VARCHAR = row {row|none|matrix}  how S_raw is normalized
 WITH t AS (
-    SELECT t.run_id, t.sample_id, t.step,
-           pick_score(getvariable('score'), out_mean, prev, attn_out, lookback_ratio) AS score
+    SELECT t.run_id, t.sample_id, t.step, pick_score(getvariable('score'), t) AS score
     FROM token_scores(layers := getvariable('layers'), normalization := getvariable('normalization')) t
 ), l AS (
     SELECT run_id, sample_id, step, max(label)::DOUBLE AS label

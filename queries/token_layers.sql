@@ -1,6 +1,9 @@
 -- name: token_layers
--- purpose: every generated token at every layer: row-normalized out_mean (Eq. 6), normalized prev and plain attention on prior outputs (the explorer's per-layer values)
+-- purpose: every generated token at every layer with the per-layer value of every score of the family and the sample's image_id; the features of `detect` (no labels needed, so a trained detector can score any run)
 -- param normalization VARCHAR = row {row|none|matrix}  how S_raw is normalized
-SELECT run_id, sample_id, step, layer, out_mean, prev_n AS prev, attn_out_sum AS attn_out
-FROM saliency_norm(normalization := getvariable('normalization'))
-ORDER BY run_id, sample_id, step, layer;
+SELECT s.run_id, s.sample_id, p.image_id, s.step, s.layer,
+       s.out_mean, s.prev_n AS prev, s.out_share, s.prev_share, s.prompt_share, s.image_share,
+       s.system_share, s.source_share, s.attn_out, s.lookback_ratio
+FROM saliency_norm(normalization := getvariable('normalization')) s
+JOIN samples p USING (run_id, sample_id)
+ORDER BY s.run_id, s.sample_id, s.step, s.layer;

@@ -15,11 +15,24 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from saliency_lab.analysis.calibration import GRID_SCHEMA, ReplayData, grid_rows, pareto_mask, recommend
+from saliency_lab.analysis.calibration import (
+    GRID_SCHEMA,
+    GroupCounts,
+    ReplayData,
+    difference_bounds,
+    grid_rows,
+    pareto_mask,
+    verdict,
+)
 from saliency_lab.analysis.config import ATTENTION_MEASURES, AnalysisConfig, CalibrationConfig
 from saliency_lab.analysis.curves import binned_curve, curve_frame, trend_tests
 from saliency_lab.analysis.failures import attach_layer_profile
 from saliency_lab.analysis.results import AnalysisResult, CalibrationResult
+from saliency_lab.analysis.separation import (
+    SeparationConfig,
+    separation_table,
+    step_band_means,
+)
 from saliency_lab.analysis.stats import (
     adjust_pvalues,
     auroc_ci,
@@ -30,6 +43,7 @@ from saliency_lab.analysis.stats import (
 )
 from saliency_lab.errors import SaliencyLabError
 from saliency_lab.store.catalog import Catalog, open_catalog
+from saliency_lab.store.scores import SCORES
 
 RunsArg = Sequence[str | Path] | str | Path
 
@@ -52,7 +66,8 @@ def target_layers(n_layers: int | None, layers: list[int] | None) -> list[int] |
     return list(range(n_layers // 2, n_layers)) if n_layers else None
 
 
-def _check_labelset(cat: Catalog, labels: str) -> None:
+def check_labelset(cat: Catalog, labels: str) -> None:
+    """One-line error when no opened run has the labelset `labels`."""
     found = cat.con.execute("SELECT DISTINCT labelset FROM labels ORDER BY 1").fetchall()
     names = [r[0] for r in found]
     if labels not in names:
@@ -156,43 +171,62 @@ def _layer_profile(layers_df: pl.DataFrame, measures: list[str], cfg: AnalysisCo
     return pl.DataFrame(rows, schema=LAYER_SCHEMA) if rows else pl.DataFrame(schema=LAYER_SCHEMA)
 
 
+def primary_score(scores: list[str]) -> str:
+    """The score the curve, failure cases and saliency-vs-attention comparison use: the first requested one
+    that is a token property (not the step), out_mean when only the step was asked for."""
+    return next((s for s in scores if s != "step"), "out_mean")
+
+
 def analyze(runs: RunsArg, labels: str, config: AnalysisConfig | None = None) -> AnalysisResult:
     """Token-score analysis of one or more runs against a labelset; results per run (run_id)."""
     cfg = (config or AnalysisConfig()).validate()
-    measures = [cfg.score, *ATTENTION_MEASURES]
+    scores = cfg.scores
+    primary = primary_score(scores)
+    # per-score statistics, curves and layer profiles: every requested score but the step (no [0, 1] curve,
+    # the same value at every layer), and the attention baselines for the comparison
+    measures = [primary, *[s for s in scores if s not in (primary, "step")],
+                *[m for m in ATTENTION_MEASURES if m not in scores and m != primary]]
     with open_catalog(runs) as cat:
-        _check_labelset(cat, labels)
+        check_labelset(cat, labels)
         common = {"labels": labels, "normalization": cfg.normalization}
         summary = _summary(cat, labels, cfg.layers)
         toks = cat.query("labeled_tokens", {**common, "layers": _layers_param(cfg.layers)})
         per_layer = cat.query("labeled_layers", common)
-        cases = cat.query("failure_cases", {**common, "layers": _layers_param(cfg.layers), "score": cfg.score,
+        cases = cat.query("failure_cases", {**common, "layers": _layers_param(cfg.layers), "score": primary,
                                             "top": str(cfg.n_failures), "context": str(cfg.context_chars)})
     if cfg.first_subtoken_only:
         toks = toks.filter(pl.col("subtoken") == 0)
         per_layer = per_layer.filter(pl.col("subtoken") == 0)
-    # The same tokens for every measure: those with a saliency score (step >= 1 for Eq. 6 / prev).
-    toks = toks.filter(pl.col(cfg.score).is_not_null() & pl.col(cfg.score).is_not_nan())
+    # The same tokens for every measure: step >= 1 (Eq. 6 and prev are undefined at step 0) with a primary score.
+    toks = toks.filter((pl.col("step") >= 1) & pl.col(primary).is_not_null() & pl.col(primary).is_not_nan())
+    sep_cfg = SeparationConfig(step_bin=cfg.step_bin, step_band=cfg.step_band, n_bootstrap=cfg.n_bootstrap,
+                               seed=cfg.seed)
     curve_rows: list[dict] = []
     mean_rows: list[dict] = []
     tests: dict[str, dict[str, Any]] = {}
+    separation: dict[str, list] = {}
+    bands = []
     for run_id in summary:
         df = toks.filter(pl.col("run_id") == run_id)
         summary[run_id]["n_analyzed"] = df.height
         summary[run_id]["n_analyzed_halluc"] = int(df["label"].cast(pl.Int64).sum() or 0)
         if df.height == 0:
-            tests[run_id] = {"error": f"no labeled tokens with a {cfg.score} score"}
+            tests[run_id] = {"error": f"no labeled tokens with a {primary} score"}
             continue
         tests[run_id] = _per_run_stats(run_id, df, measures, cfg, curve_rows, mean_rows)
-    scored_layers = per_layer.filter(pl.col(cfg.score).is_not_null() & pl.col(cfg.score).is_not_nan())
+        separation[run_id] = separation_table(df, scores, sep_cfg, run_id=run_id)
+        bands.append(step_band_means(df, scores, cfg.step_band, run_id=run_id))
+    scored_layers = per_layer.filter((pl.col("step") >= 1) & pl.col(primary).is_not_null()
+                                     & pl.col(primary).is_not_nan())
     layer_profile = _layer_profile(scored_layers, measures, cfg, mean_rows)
     label_means = (pl.DataFrame(mean_rows, schema=LABEL_MEANS_SCHEMA) if mean_rows
                    else pl.DataFrame(schema=LABEL_MEANS_SCHEMA))
-    failures = attach_layer_profile(cases, per_layer, cfg.score)
+    failures = attach_layer_profile(cases, per_layer, primary)
+    step_bands = pl.concat(bands) if bands else step_band_means(toks.head(0), scores, cfg.step_band)
     return AnalysisResult(labels=labels, config=cfg, summary=summary, label_means=label_means,
                           curve=curve_frame(curve_rows), tests=tests, layer_profile=layer_profile,
-                          failures=failures, runs=[str(r) for r in ([runs] if isinstance(runs, (str, Path))
-                                                                    else runs)])
+                          failures=failures, separation=separation, step_bands=step_bands,
+                          runs=[str(r) for r in ([runs] if isinstance(runs, (str, Path)) else runs)])
 
 
 def _default_layer_sets(cat: Catalog) -> list[tuple[str, list[int]]]:
@@ -214,34 +248,56 @@ def _default_layer_sets(cat: Catalog) -> list[tuple[str, list[int]]]:
 
 
 def calibrate(runs: RunsArg, labels: str, config: CalibrationConfig | None = None) -> CalibrationResult:
-    """Grid search of SGRS alpha, W and target layers by offline replay; all runs pooled."""
+    """Grid search of the SGRS score, rejection direction, alpha, W and target layers by offline replay (all
+    runs pooled); recommends a setting only when it beats chance (calibration.verdict)."""
     cfg = (config or CalibrationConfig()).validate()
+    scores = cfg.scores
     rows: list[dict] = []
+    counts = GroupCounts()
     with open_catalog(runs) as cat:
-        _check_labelset(cat, labels)
+        check_labelset(cat, labels)
         sets = ([(",".join(map(str, s)), sorted(int(x) for x in s)) for s in cfg.layer_sets]
                 if cfg.layer_sets else _default_layer_sets(cat))
         has_cand = cat.con.execute("SELECT count(*) FROM candidates").fetchone()[0] > 0
+        cand_scores = [s for s in scores if SCORES[s].candidates]
         for name, layers in sets:
-            params = {"layers": _layers_param(layers), "normalization": cfg.normalization, "score": cfg.score}
-            toks = cat.query("replay_tokens", {**params, "labels": labels})
-            if cfg.first_subtoken_only:
-                toks = toks.with_columns(label=pl.when(pl.col("subtoken") == 0).then(pl.col("label")))
-            cands = cat.query("replay_candidates", params) if has_cand else None
-            data = ReplayData.from_frames(toks, cands)
-            rows += grid_rows(data, name, layers, cfg.alphas, cfg.windows, cfg.max_resample)
+            params = {"layers": _layers_param(layers), "normalization": cfg.normalization}
+            toks_all = cat.query("replay_tokens", {**params, "labels": labels, "score": ",".join(scores)})
+            cands_all = (cat.query("replay_candidates", {**params, "score": ",".join(cand_scores)})
+                         if has_cand and cand_scores else None)
+            for score in scores:
+                toks = toks_all.filter(pl.col("measure") == score)
+                if cfg.first_subtoken_only:
+                    toks = toks.with_columns(label=pl.when(pl.col("subtoken") == 0).then(pl.col("label")))
+                # candidate rows carry only out_mean / prev (schema): other scores replay without candidates
+                cands = cands_all.filter(pl.col("measure") == score) if cands_all is not None else None
+                data = ReplayData.from_frames(toks, cands if cands is not None and cands.height else None)
+                keys = np.unique(toks.sort(["run_id", "sample_id", "step"]).select(
+                    pl.concat_str(["run_id", "sample_id"], separator="\x00")).to_series().to_numpy())
+                for reject in cfg.directions(score):
+                    rows += grid_rows(data, name, layers, cfg.alphas, cfg.windows, cfg.max_resample,
+                                      score=score, reject=reject, counts=counts, sample_keys=keys)
     grid = pl.DataFrame(rows, schema=GRID_SCHEMA)
+    bounds = difference_bounds(counts, cfg.n_bootstrap, cfg.seed)
+    grid = grid.with_columns(
+        diff=pl.Series(bounds["diff"]), diff_ci_low=pl.Series(bounds["ci_low"]),
+        diff_ci_high=pl.Series(bounds["ci_high"]), diff_lower=pl.Series(bounds["lower"]),
+    ).with_columns(recommendable=(pl.col("diff_lower").fill_nan(None) > 0).fill_null(False))
     grid = grid.with_columns(on_frontier=pl.Series(pareto_mask(
         grid["recall"].fill_null(np.nan).to_numpy(), grid["false_rejection_rate"].fill_null(np.nan).to_numpy())))
     frontier = grid.filter("on_frontier").sort(["false_rejection_rate", "recall"])
-    best, within = recommend(grid, cfg.budget)
-    if best is None:
+    if grid.filter(pl.col("recall").is_not_nan() & pl.col("false_rejection_rate").is_not_nan()).height == 0:
         raise SaliencyLabError(f"labelset {labels!r}: no labeled tokens with a score in these runs; "
                                "calibration needs both hallucinated and correct labeled tokens")
-    recommended = {"alpha": float(best["alpha"]), "window": int(best["window"]),
-                   "layers": [int(x) for x in best["layers"]]}
-    metrics = {k: best[k] for k in ("layer_set", "recall", "false_rejection_rate", "expected_resamples",
-                                    "all_below_rate", "n_halluc", "n_correct")}
+    best, reason = verdict(grid, cfg.budget)
+    recommended = metrics = None
+    if best is not None:
+        recommended = {"alpha": float(best["alpha"]), "window": int(best["window"]),
+                       "layers": [int(x) for x in best["layers"]], "score": best["score"], "reject": best["reject"]}
+        metrics = {k: best[k] for k in ("layer_set", "recall", "false_rejection_rate", "expected_resamples",
+                                        "all_below_rate", "n_halluc", "n_correct", "diff", "diff_ci_low",
+                                        "diff_ci_high", "diff_lower")}
     return CalibrationResult(labels=labels, config=cfg, grid=grid, frontier=frontier, recommended=recommended,
-                             recommended_metrics=metrics, within_budget=within, has_candidates=has_cand,
+                             recommended_metrics=metrics, reason=reason, simultaneous_q=float(bounds["q"]),
+                             has_candidates=has_cand,
                              runs=[str(r) for r in ([runs] if isinstance(runs, (str, Path)) else runs)])

@@ -4,7 +4,9 @@ setting, which tokens SGRS would have rejected.
 Replay rule, at output step P of a sample (steps in decoding order):
     history = scores of the tokens at steps P-W .. P-1 that have a score (step 0 has no Eq. 6 score)
     tau     = alpha * mean(history), or 0 when the history is empty
-    the token at P "would be rejected" when its score < tau (a token without a score is never rejected).
+    reject low (the paper's rule): the token at P "would be rejected" when its score < tau;
+    reject high: when its score > tau, and never with an empty history.
+    A token without a score is never rejected.
 Every recorded token counts as accepted for later histories: the replay keeps the recorded sequence, since
 what SGRS would have generated instead is unknown offline.
 
@@ -15,19 +17,30 @@ Per setting:
                            candidates: a rejected token is draw 1; the other candidates are drawn in rank
                            order until one scores >= tau, at most max_resample - 1 extra draws. Without
                            candidates: 1 per rejected token (a lower bound).
-    all_below_rate         share of scored steps with candidates where every recorded candidate scores < tau
+    all_below_rate         share of scored steps with candidates where every recorded candidate fails tau
                            (SGRS would fall back); null without candidates.
+
+Which setting to recommend (`verdict`). Recall and false rejection are both shares of labeled tokens, so a
+rule that rejects at random has recall = false-rejection rate; only recall - false rejection > 0 beats
+chance. Its uncertainty comes from a bootstrap that resamples whole samples (the same resamples for every
+setting). Because the best of hundreds of settings is picked, the bound is simultaneous (max-t): with
+d_s the difference of setting s, sd_s its bootstrap sd and q the 95th percentile over resamples of
+max_s (d*_s - d_s) / sd_s, the lower bound is d_s - q * sd_s, so all bounds hold together with ~95%
+probability. A setting is recommendable when that bound is above 0; among the recommendable ones within
+the false-rejection budget the highest recall wins (ties as in `recommend`). None recommendable, or none
+within budget: no recommendation, with the reason.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
 
 GRID_SCHEMA = {
+    "score": pl.String, "reject": pl.String, "candidates_used": pl.Boolean,
     "alpha": pl.Float64, "window": pl.Int64, "layer_set": pl.String, "layers": pl.List(pl.Int64),
     "n_halluc": pl.Int64, "n_correct": pl.Int64, "n_tokens": pl.Int64, "n_scored": pl.Int64,
     "recall": pl.Float64, "false_rejection_rate": pl.Float64, "expected_resamples": pl.Float64,
@@ -89,13 +102,24 @@ def history_mean(group: np.ndarray, score: np.ndarray, window: int) -> np.ndarra
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def replay(data: ReplayData, alpha: float, window: int, max_resample: int = 3,
-           hist: np.ndarray | None = None) -> dict[str, float]:
-    """Metrics of one (alpha, window) setting on one set of token scores."""
+def rejections(data: ReplayData, alpha: float, window: int, hist: np.ndarray | None = None,
+               reject: str = "low") -> tuple[np.ndarray, np.ndarray]:
+    """tau per token and the mask of tokens the rule would reject (module docstring)."""
     hist = history_mean(data.group, data.score, window) if hist is None else hist
-    tau = np.where(np.isnan(hist), 0.0, alpha * hist)
     scored = ~np.isnan(data.score)
-    rejected = scored & (np.where(scored, data.score, 0.0) < tau)
+    x = np.where(scored, data.score, 0.0)
+    if reject == "high":
+        tau = np.where(np.isnan(hist), np.inf, alpha * hist)
+        return tau, scored & (x > tau)
+    tau = np.where(np.isnan(hist), 0.0, alpha * hist)
+    return tau, scored & (x < tau)
+
+
+def replay(data: ReplayData, alpha: float, window: int, max_resample: int = 3,
+           hist: np.ndarray | None = None, reject: str = "low") -> dict[str, float]:
+    """Metrics of one (alpha, window) setting on one set of token scores."""
+    tau, rejected = rejections(data, alpha, window, hist, reject)
+    scored = ~np.isnan(data.score)
     is_h, is_c = data.label == 1, data.label == 0
     n_h, n_c = int(is_h.sum()), int(is_c.sum())
     out = {
@@ -109,7 +133,8 @@ def replay(data: ReplayData, alpha: float, window: int, max_resample: int = 3,
         return out
     ct, cp, csc = data.cand_tok, data.cand_pos, data.cand_score
     ctau = tau[ct]
-    passes = ~np.isnan(csc) & (np.where(np.isnan(csc), 0.0, csc) >= ctau)
+    cx = np.where(np.isnan(csc), 0.0, csc)
+    passes = ~np.isnan(csc) & ((cx <= ctau) if reject == "high" else (cx >= ctau))
     n = len(tau)
     big = np.iinfo(np.int64).max
     first = np.full(n, big, dtype=np.int64)
@@ -127,16 +152,80 @@ def replay(data: ReplayData, alpha: float, window: int, max_resample: int = 3,
     return out
 
 
+@dataclass
+class GroupCounts:
+    """Per setting (rows) and sample (columns): rejected and labeled hallucinated / correct tokens; the input
+    of the bootstrap in `verdict`."""
+
+    h_rej: list[np.ndarray] = field(default_factory=list)
+    c_rej: list[np.ndarray] = field(default_factory=list)
+    h_tot: list[np.ndarray] = field(default_factory=list)
+    c_tot: list[np.ndarray] = field(default_factory=list)
+    sample_keys: list[np.ndarray] = field(default_factory=list)  # the sample key of each column
+
+
 def grid_rows(data: ReplayData, layer_set: str, layers: list[int], alphas: list[float],
-              windows: list[int], max_resample: int) -> list[dict]:
+              windows: list[int], max_resample: int, score: str = "out_mean", reject: str = "low",
+              counts: GroupCounts | None = None, sample_keys: np.ndarray | None = None) -> list[dict]:
+    """One row per (window, alpha) on one score / direction / layer set; per-sample counts go to `counts`."""
     rows = []
+    n_g = int(data.group.max()) + 1 if len(data.group) else 0
+    is_h, is_c = data.label == 1, data.label == 0
+    h_tot = np.bincount(data.group[is_h], minlength=n_g)
+    c_tot = np.bincount(data.group[is_c], minlength=n_g)
     for w in windows:
         hist = history_mean(data.group, data.score, int(w))
         for a in alphas:
-            m = replay(data, float(a), int(w), max_resample, hist=hist)
-            rows.append({"alpha": float(a), "window": int(w), "layer_set": layer_set,
+            m = replay(data, float(a), int(w), max_resample, hist=hist, reject=reject)
+            rows.append({"score": score, "reject": reject, "candidates_used": data.cand_tok is not None,
+                         "alpha": float(a), "window": int(w), "layer_set": layer_set,
                          "layers": [int(x) for x in layers], **m})
+            if counts is not None:
+                _, rej = rejections(data, float(a), int(w), hist, reject)
+                counts.h_rej.append(np.bincount(data.group[rej & is_h], minlength=n_g))
+                counts.c_rej.append(np.bincount(data.group[rej & is_c], minlength=n_g))
+                counts.h_tot.append(h_tot)
+                counts.c_tot.append(c_tot)
+                counts.sample_keys.append(sample_keys if sample_keys is not None else np.arange(n_g))
     return rows
+
+
+def _aligned(mats: list[np.ndarray], keys: list[np.ndarray], universe: np.ndarray) -> np.ndarray:
+    """Stack per-setting count vectors onto one sample axis (settings may come from different token sets)."""
+    out = np.zeros((len(mats), len(universe)))
+    for i, (m, k) in enumerate(zip(mats, keys, strict=True)):
+        out[i, np.searchsorted(universe, k)] = m
+    return out
+
+
+def difference_bounds(counts: GroupCounts, n_boot: int, seed: int,
+                      level: float = 0.95) -> dict[str, np.ndarray | float]:
+    """Per setting: recall - false rejection (`diff`), its pointwise percentile interval and the
+    simultaneous (max-t) lower bound over all settings (module docstring), from one set of sample resamples."""
+    universe = np.unique(np.concatenate(counts.sample_keys)) if counts.sample_keys else np.array([])
+    mats = {k: _aligned(getattr(counts, k), counts.sample_keys, universe)
+            for k in ("h_rej", "c_rej", "h_tot", "c_tot")}
+    n_s = mats["h_rej"].shape[0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        diff = mats["h_rej"].sum(1) / mats["h_tot"].sum(1) - mats["c_rej"].sum(1) / mats["c_tot"].sum(1)
+    nan = np.full(n_s, np.nan)
+    if n_boot <= 0 or n_s == 0 or len(universe) == 0:
+        return {"diff": diff, "ci_low": nan, "ci_high": nan, "lower": nan, "q": math.nan}
+    rng = np.random.default_rng(seed)
+    w = np.stack([np.bincount(rng.integers(0, len(universe), len(universe)), minlength=len(universe))
+                  for _ in range(n_boot)]).astype(np.float64)  # [B, G] multiplicities
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d_b = (w @ mats["h_rej"].T) / (w @ mats["h_tot"].T) - (w @ mats["c_rej"].T) / (w @ mats["c_tot"].T)
+    lo, hi = np.nanpercentile(d_b, [100 * (1 - level) / 2, 100 * (1 + level) / 2], axis=0)
+    sd = np.nanstd(d_b, axis=0)
+    live = (sd > 0) & np.isfinite(diff)
+    q = math.nan
+    lower = np.where(np.isfinite(diff), diff, np.nan)
+    if live.any():
+        t = np.nanmax((d_b[:, live] - diff[live][None, :]) / sd[live][None, :], axis=1)
+        q = float(np.nanpercentile(t, 100 * level))
+        lower = np.where(live, diff - q * sd, lower)
+    return {"diff": diff, "ci_low": lo, "ci_high": hi, "lower": lower, "q": q}
 
 
 def pareto_mask(recall: np.ndarray, frr: np.ndarray) -> np.ndarray:
@@ -168,3 +257,31 @@ def recommend(grid: pl.DataFrame, budget: float) -> tuple[dict | None, bool]:
     best = g.sort(["false_rejection_rate", "recall", "_da", "_dw", "_order"],
                   descending=[False, True, False, False, False]).row(0, named=True)
     return best, False
+
+
+def _describe(r: dict) -> str:
+    return (f"{r['score']} reject {r['reject']}, alpha {r['alpha']:g}, W {r['window']}, layers {r['layer_set']}: "
+            f"recall {r['recall']:.3f} vs false rejection {r['false_rejection_rate']:.3f}, "
+            f"lower bound {r['diff_lower']:+.3f}")
+
+
+def verdict(grid: pl.DataFrame, budget: float) -> tuple[dict | None, str]:
+    """The recommended setting (a grid row) or None, and the reason in one sentence (module docstring).
+
+    `grid` needs the columns `recommendable` and `diff_lower` of `difference_bounds`."""
+    g = grid.filter(pl.col("recall").is_not_nan() & pl.col("false_rejection_rate").is_not_nan())
+    if g.height == 0:
+        return None, "no setting has both hallucinated and correct labeled tokens with a score"
+    ok = g.filter(pl.col("recommendable"))
+    best_any = g.sort("diff_lower", descending=True, nulls_last=True).row(0, named=True)
+    if ok.height == 0:
+        return None, (f"no setting beats chance: none of the {g.height} settings rejects hallucinated tokens "
+                      f"more often than correct ones with the simultaneous 95% lower bound of recall - false "
+                      f"rejection above 0 (best: {_describe(best_any)})")
+    row, within = recommend(ok, budget)
+    if row is None or not within:
+        low = ok.sort("false_rejection_rate").row(0, named=True)
+        return None, (f"{ok.height} settings beat chance but none keeps false rejection within the budget "
+                      f"{budget:g} (lowest: {_describe(low)}); raise --budget to accept one")
+    return row, (f"{ok.height} of {g.height} settings beat chance; the highest recall within the false-rejection "
+                 f"budget {budget:g}: {_describe(row)}")

@@ -13,11 +13,17 @@ failures       run_id, kind ('high_score_hallucination' | 'low_score_correct'), 
                token of that run and step, the token's z-score against them, how many; ranking uses step_z),
                context (text with the token marked as [[token]]),
                layers (list), layer_scores (list, the per-layer score in the same order)
-grid           alpha, window, layer_set, layers (list), n_halluc, n_correct, n_scored, recall,
-               false_rejection_rate, expected_resamples, all_below_rate (null without candidates), on_frontier
+grid           score, reject ('low' | 'high'), candidates_used, alpha, window, layer_set, layers (list),
+               n_halluc, n_correct, n_tokens, n_scored, recall, false_rejection_rate, expected_resamples,
+               all_below_rate (null without candidates), diff (recall - false rejection), diff_ci_low,
+               diff_ci_high (95% percentile bootstrap over samples), diff_lower (simultaneous 95% lower bound
+               over all settings), recommendable (diff_lower > 0), on_frontier
+separation     run_id, score, n_pos, n_neg, pooled_auroc, controlled_auroc, step_auroc, logit_coef, logit_p,
+               spearman_step, warnings, and *_ci_low / *_ci_high for the three AUROCs (analysis.separation)
+step_bands     run_id, measure, step_lo, step_hi (band [lo, hi)), label, n, mean, sd: Table-4 means per band
 
-`measure` is the saliency score name (AnalysisConfig.score: 'out_mean' or 'prev') or an attention-only
-baseline ('attn_out', 'lookback_ratio'). AUROC everywhere is the probability that a hallucinated token scores
+`measure` is a score name of the family (saliency_lab.store.scores; AnalysisConfig.score) or an
+attention-only baseline ('attn_out', 'lookback_ratio'). AUROC everywhere is the probability that a hallucinated token scores
 *lower* than a correct one (ties count half): 1.0 = a low score flags every hallucination, 0.5 = chance.
 """
 
@@ -32,6 +38,7 @@ from typing import Any
 import polars as pl
 
 from saliency_lab.analysis.config import AnalysisConfig, CalibrationConfig
+from saliency_lab.analysis.separation import ScoreSeparation, separation_frame
 
 
 def jsonable(obj: Any) -> Any:
@@ -72,9 +79,20 @@ class AnalysisResult:
     tests: dict[str, dict[str, Any]]
     layer_profile: pl.DataFrame
     failures: pl.DataFrame
+    # run_id -> one ScoreSeparation per requested score (pooled vs step-controlled AUROC, logistic with step)
+    separation: dict[str, list[ScoreSeparation]] = field(default_factory=dict)
+    step_bands: pl.DataFrame = field(default_factory=pl.DataFrame)  # Table-4 means per step band
     runs: list[str] = field(default_factory=list)  # run directories, in input order
 
-    TABLES = ("label_means", "curve", "layer_profile", "failures")
+    TABLES = ("label_means", "curve", "layer_profile", "failures", "step_bands", "separation")
+
+    @property
+    def separation_table(self) -> pl.DataFrame:
+        """Every run's separation rows as one flat table."""
+        return separation_frame([r for rows in self.separation.values() for r in rows])
+
+    def _table(self, name: str) -> pl.DataFrame:
+        return self.separation_table if name == "separation" else getattr(self, name)
 
     def to_json(self) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -85,7 +103,8 @@ class AnalysisResult:
             "tests": self.tests,
         }
         for name in self.TABLES:
-            payload[name] = getattr(self, name)
+            payload[name] = self._table(name)
+        payload["warnings"] = [w for rows in self.separation.values() for r in rows for w in r.warnings]
         return jsonable(payload)
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
@@ -96,31 +115,67 @@ class AnalysisResult:
         _write_json(paths["json"], self.to_json())
         for name in self.TABLES:
             paths[name] = out / f"{name}.parquet"
-            getattr(self, name).write_parquet(paths[name])
+            self._table(name).write_parquet(paths[name])
         return paths
+
+
+def write_calibration_json(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write a calibration.json document. The one place the file is written, so a shared reader/writer
+    class can take it over; the fields readers rely on: `recommended` (object or null), `reason`, `score`,
+    `reject`."""
+    missing = {"recommended", "reason", "score", "reject"} - set(payload)
+    if missing:
+        raise ValueError(f"calibration.json payload lacks {sorted(missing)}")
+    path = Path(path)
+    _write_json(path, payload)
+    return path
 
 
 @dataclass
 class CalibrationResult:
-    """What `calibrate` returns. `recommended` holds exactly alpha, window, layers (what capture reads)."""
+    """What `calibrate` returns. `recommended` holds alpha, window, layers (what capture reads) plus the score
+    and rejection direction, or None when no setting beats chance within the budget (`reason` says why)."""
 
     labels: str
     config: CalibrationConfig
     grid: pl.DataFrame
     frontier: pl.DataFrame
-    recommended: dict[str, Any]
-    recommended_metrics: dict[str, Any]
-    within_budget: bool
+    recommended: dict[str, Any] | None
+    recommended_metrics: dict[str, Any] | None
+    reason: str
     has_candidates: bool
+    simultaneous_q: float = float("nan")  # the max-t quantile behind diff_lower
     runs: list[str] = field(default_factory=list)
+
+    @property
+    def within_budget(self) -> bool:
+        """True when a setting is recommended (it always keeps the budget)."""
+        return self.recommended is not None
+
+    @property
+    def score(self) -> str | None:
+        """The recommended score name, None without a recommendation."""
+        return self.recommended["score"] if self.recommended else None
+
+    @property
+    def reject(self) -> str | None:
+        """The recommended rejection direction ('low' | 'high'), None without a recommendation."""
+        return self.recommended["reject"] if self.recommended else None
 
     def to_json(self) -> dict[str, Any]:
         return jsonable(
             {
                 "recommended": self.recommended,
+                "reason": self.reason,
+                "score": self.score,
+                "reject": self.reject,
                 "recommended_metrics": self.recommended_metrics,
                 "within_budget": self.within_budget,
                 "budget": self.config.budget,
+                "selection": {"rule": "recommendable = simultaneous 95% bootstrap lower bound of recall - "
+                                      "false rejection > 0 (max-t over all settings, samples resampled); "
+                                      "then the highest recall within the budget",
+                              "n_bootstrap": self.config.n_bootstrap, "simultaneous_q": self.simultaneous_q},
                 "has_candidates": self.has_candidates,
                 "labels": self.labels,
                 "runs": [str(r) for r in self.runs],
@@ -131,10 +186,10 @@ class CalibrationResult:
         )
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
-        """Write calibration.json (recommended + frontier + grid) and grid.parquet."""
+        """Write calibration.json (recommended + reason + frontier + grid) and calibration_grid.parquet."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        paths = {"json": out / "calibration.json", "grid": out / "calibration_grid.parquet"}
-        _write_json(paths["json"], self.to_json())
+        paths = {"json": write_calibration_json(out / "calibration.json", self.to_json()),
+                 "grid": out / "calibration_grid.parquet"}
         self.grid.write_parquet(paths["grid"])
         return paths

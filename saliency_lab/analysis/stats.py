@@ -117,6 +117,15 @@ def auroc_low_weighted(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.
 
     One sort for all resamples: within each group of tied values, P(x1 < x0) counts correct weight strictly
     above, ties count half."""
+    num, den = pair_counts_weighted(x, y, weights)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def pair_counts_weighted(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per weighted resample (weights [B, n], element multiplicities): the number of (hallucinated, correct)
+    pairs with the hallucinated token lower, ties counting half, and the number of pairs. Their ratio is
+    auroc_low; sums over strata give the stratified AUROC."""
     order = np.argsort(x, kind="stable")
     xs, ys = x[order], y[order]
     starts = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]]) if len(xs) else np.array([], dtype=int)
@@ -126,9 +135,50 @@ def auroc_low_weighted(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.
     tot0, tot1 = g0.sum(axis=1), g1.sum(axis=1)
     above0 = tot0[:, None] - np.cumsum(g0, axis=1)
     num = (g1 * above0).sum(axis=1) + 0.5 * (g1 * g0).sum(axis=1)
-    den = tot0 * tot1
+    return num, tot0 * tot1
+
+
+def stratified_auroc_weighted(x: np.ndarray, y: np.ndarray, strata: np.ndarray,
+                              weights: np.ndarray) -> np.ndarray:
+    """Position-controlled AUROC of each weighted resample (weights [B, n]): hallucinated and correct tokens
+    are paired only within a stratum, and every within-stratum pair counts once:
+
+        A = sum_s [#(x1 < x0) + #(x1 == x0) / 2]_s / sum_s (n1_s * n0_s)
+
+    i.e. the per-stratum AUROCs averaged with weights n1_s * n0_s (the pairs they hold). Strata holding only
+    one label add no pairs. NaN where no stratum holds both labels."""
+    num = np.zeros(weights.shape[0])
+    den = np.zeros(weights.shape[0])
+    for s in np.unique(strata):
+        sel = strata == s
+        if len(np.unique(y[sel])) < 2:
+            continue
+        n_s, d_s = pair_counts_weighted(x[sel], y[sel], weights[:, sel])
+        num += n_s
+        den += d_s
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def stratified_auroc(x: np.ndarray, y: np.ndarray, strata: np.ndarray) -> float:
+    """The position-controlled AUROC of `stratified_auroc_weighted` on the data as given."""
+    return float(stratified_auroc_weighted(x, y, strata, np.ones((1, len(x))))[0]) if len(x) else math.nan
+
+
+def cluster_ci_of(stat, x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_boot: int, seed: int,
+                  level: float = 0.95, chunk_elems: int = 4_000_000) -> tuple[float, float]:
+    """Percentile interval over `n_boot` cluster (sample) resamples of `stat(x, y, weights [B, n])`, a
+    function of element multiplicities such as auroc_low_weighted (same draws as cluster_bootstrap)."""
+    if n_boot <= 0 or len(x) == 0:
+        return (math.nan, math.nan)
+    counts, inv = cluster_counts(groups, n_boot, seed)
+    step = max(1, chunk_elems // max(1, len(x)))
+    vals = np.concatenate([stat(x, y, counts[b:b + step][:, inv]) for b in range(0, n_boot, step)])
+    vals = vals[~np.isnan(vals)]
+    if not len(vals):
+        return (math.nan, math.nan)
+    lo, hi = np.percentile(vals, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    return (float(lo), float(hi))
 
 
 def auroc_cluster_ci(
@@ -171,6 +221,33 @@ def logit_clustered(y: np.ndarray, x: np.ndarray, groups: np.ndarray) -> dict[st
         return out
     out.update(coef=float(fit.params[1]), se=float(fit.bse[1]), z=float(fit.tvalues[1]),
                p=float(fit.pvalues[1]), intercept=float(fit.params[0]))
+    return out
+
+
+def logit_clustered_multi(y: np.ndarray, columns: dict[str, np.ndarray], groups: np.ndarray) -> dict[str, Any]:
+    """Logistic regression label ~ 1 + columns (in order) with standard errors clustered by `groups`
+    (statsmodels `cov_type="cluster"`). Returns {name: {coef, se, z, p}} plus n, n_clusters, or an error."""
+    import statsmodels.api as sm
+
+    out: dict[str, Any] = {"n": int(len(y)), "n_clusters": int(len(np.unique(groups)))}
+    names = list(columns)
+    x = np.column_stack([np.asarray(columns[n], float) for n in names]) if names else np.empty((len(y), 0))
+    if len(np.unique(y)) < 2 or len(y) < len(names) + 2 or any(np.ptp(x[:, i]) == 0 for i in range(x.shape[1])):
+        out["error"] = "needs both labels and non-constant predictors"
+        return out
+    _, gid = np.unique(groups, return_inverse=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit = sm.Logit(y.astype(float), sm.add_constant(x, has_constant="add")).fit(
+                disp=0, cov_type="cluster", cov_kwds={"groups": gid}
+            )
+    except Exception as exc:  # perfect separation, singular matrix: report, don't crash the analysis
+        out["error"] = f"{type(exc).__name__}: {exc}"
+        return out
+    for i, n in enumerate(names, start=1):
+        out[n] = {"coef": float(fit.params[i]), "se": float(fit.bse[i]), "z": float(fit.tvalues[i]),
+                  "p": float(fit.pvalues[i])}
     return out
 
 

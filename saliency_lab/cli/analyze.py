@@ -1,4 +1,5 @@
-"""`saliency-lab analyze R --labels L --out DIR` and `saliency-lab calibrate R --labels L --out DIR`."""
+"""`saliency-lab analyze R --labels L --out DIR`, `saliency-lab calibrate R --labels L --out DIR` and
+`saliency-lab detect R --labels L --out DIR`."""
 
 from __future__ import annotations
 
@@ -31,7 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("runs", nargs="+", metavar="R", help="run folders or globs")
     a.add_argument("--labels", required=True, help="labelset name (labels/<name>.parquet)")
     a.add_argument("--out", required=True, help="output folder")
-    a.add_argument("--score", choices=("out_mean", "prev"), default="out_mean")
+    a.add_argument("--scores", "--score", dest="score", default="out_mean",
+                   help="score name(s): a name, a comma list or all (docs/analysis.md); default out_mean")
+    a.add_argument("--step-bin", type=int, default=1,
+                   help="width in steps of a stratum of the step-controlled AUROC (default 1: same step)")
+    a.add_argument("--step-band", type=int, default=8, help="width of the step bands of the per-band means")
     a.add_argument("--layers", type=_ints, help="target layers, e.g. 2,3 (default: upper half)")
     a.add_argument("--bins", type=int, default=10)
     a.add_argument("--binning", choices=("equal", "quantile"), default="equal")
@@ -53,10 +58,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--layer-sets", type=_layer_sets,
                    help="';'-separated layer lists, e.g. '2,3;0,1,2,3' (default: upper half, all, last)")
     c.add_argument("--max-resample", type=int, default=3, help="R, draws per step (default 3)")
-    c.add_argument("--score", choices=("out_mean", "prev"), default="out_mean")
+    c.add_argument("--score", "--scores", dest="score", default="out_mean",
+                   help="SGRS score: a name, a comma list, all, or auto (every score but step, both directions, "
+                        "a bounded grid); default out_mean")
+    c.add_argument("--reject", choices=("low", "high", "both"),
+                   help="rejection direction (default: both with auto, else the score's own: docs/analysis.md)")
+    c.add_argument("--n-bootstrap", type=int, default=1000, help="sample resamples for the chance bound")
+    c.add_argument("--seed", type=int, default=0)
     c.add_argument("--normalization", choices=("row", "none", "matrix"), default="row")
     c.add_argument("--first-subtoken", action="store_true")
     c.set_defaults(func=_calibrate)
+
+    d = sub.add_parser("detect", help="logistic-regression hallucination detector, 4 feature sets, grouped CV "
+                                      "-> DIR/detector.json")
+    d.add_argument("runs", nargs="+", metavar="R", help="run folders or globs (pooled)")
+    d.add_argument("--labels", required=True, help="labelset name")
+    d.add_argument("--out", required=True, help="output folder")
+    d.add_argument("--features", default="all",
+                   help="feature set(s): position, attention, saliency, all, comma list; default: all four "
+                        "side by side (the set named all is every feature)")
+    d.add_argument("--C", dest="c", type=float, default=1.0, help="inverse L2 strength (default 1)")
+    d.add_argument("--folds", type=int, default=5, help="GroupKFold folds (default 5)")
+    d.add_argument("--n-bootstrap", type=int, default=1000)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--normalization", choices=("row", "none", "matrix"), default="row")
+    d.set_defaults(func=_detect)
 
 
 def _fmt(v: object) -> str:
@@ -67,8 +93,9 @@ def _fmt(v: object) -> str:
 
 def _analyze(args: argparse.Namespace) -> int:
     from saliency_lab.analysis import AnalysisConfig, analyze
+    from saliency_lab.analysis.separation import format_table
 
-    cfg = AnalysisConfig(score=args.score, layers=args.layers, bins=args.bins, binning=args.binning,
+    cfg = AnalysisConfig(score=args.score, step_bin=args.step_bin, step_band=args.step_band, layers=args.layers, bins=args.bins, binning=args.binning,
                          normalization=args.normalization, n_bootstrap=args.n_bootstrap, seed=args.seed,
                          fdr=args.fdr, n_failures=args.failures, first_subtoken_only=args.first_subtoken)
     res = analyze(args.runs, args.labels, cfg)
@@ -80,14 +107,11 @@ def _analyze(args: argparse.Namespace) -> int:
         if "error" in t:
             print(f"  {t['error']}")
             continue
-        for m in [cfg.score, "attn_out"]:
-            st = t[m]
-            print(f"  {m:>9}: mean correct {_fmt(st['mean_correct'])} vs hallucinated {_fmt(st['mean_halluc'])}"
-                  f"  d={_fmt(st['cohen_d'])}  AUROC={_fmt(st['auroc'])} "
-                  f"[{_fmt(st['auroc_ci'][0])}, {_fmt(st['auroc_ci'][1])}]  Welch p={_fmt(st['welch_p'])}")
-        cmp_ = t["comparison"]["vs_attn_out"]
-        print(f"  saliency - attention separation: {_fmt(cmp_['difference'])} "
-              f"[{_fmt(cmp_['ci'][0])}, {_fmt(cmp_['ci'][1])}]")
+        print(f"  AUROC = P(hallucinated scores lower), 0.5 = chance; step-controlled pairs tokens within "
+              f"{'the same step' if cfg.step_bin == 1 else f'{cfg.step_bin}-step bins'}; logit coef per SD of "
+              "the score with step and log step in the model (sample-clustered p)")
+        for line in format_table(res.separation.get(run_id, [])):
+            print(f"  {line}")
     print(f"wrote {paths['json']} and {len(paths) - 1} Parquet tables to {args.out}")
     return 0
 
@@ -96,20 +120,44 @@ def _calibrate(args: argparse.Namespace) -> int:
     from saliency_lab.analysis import CalibrationConfig, calibrate
 
     cfg = CalibrationConfig(budget=args.budget, max_resample=args.max_resample, score=args.score,
+                            reject=args.reject, n_bootstrap=args.n_bootstrap, seed=args.seed,
                             normalization=args.normalization, layer_sets=args.layer_sets,
-                            first_subtoken_only=args.first_subtoken)
-    if args.alphas:
-        cfg.alphas = args.alphas
-    if args.windows:
-        cfg.windows = args.windows
+                            first_subtoken_only=args.first_subtoken, alphas=args.alphas, windows=args.windows)
     if args.max_resample < 1:
         raise SaliencyLabError(f"--max-resample {args.max_resample}: must be >= 1")
     res = calibrate(args.runs, args.labels, cfg)
     paths = res.write(args.out)
     rec, m = res.recommended, res.recommended_metrics
-    note = "" if res.within_budget else f" (no setting meets the budget {args.budget}; lowest false rejection)"
-    print(f"recommended: alpha={rec['alpha']} window={rec['window']} layers={rec['layers']}{note}")
-    print(f"  recall {_fmt(m['recall'])}, false rejection {_fmt(m['false_rejection_rate'])}, "
-          f"expected resamples/token {_fmt(m['expected_resamples'])}, all below tau {_fmt(m['all_below_rate'])}")
-    print(f"  {res.grid.height} settings, {res.frontier.height} on the frontier; wrote {paths['json']}")
+    if rec is None:
+        print(f"recommended: none. {res.reason}")
+    else:
+        print(f"recommended: score={rec['score']} reject={rec['reject']} alpha={rec['alpha']} "
+              f"window={rec['window']} layers={rec['layers']}")
+        print(f"  recall {_fmt(m['recall'])}, false rejection {_fmt(m['false_rejection_rate'])} (difference "
+              f"{_fmt(m['diff'])}, simultaneous 95% lower bound {_fmt(m['diff_lower'])}), expected "
+              f"resamples/token {_fmt(m['expected_resamples'])}, all below tau {_fmt(m['all_below_rate'])}")
+    n_ok = int(res.grid["recommendable"].sum())
+    print(f"  {res.grid.height} settings ({n_ok} beat chance), {res.frontier.height} on the frontier; "
+          f"wrote {paths['json']}")
+    return 0
+
+
+def _detect(args: argparse.Namespace) -> int:
+    from saliency_lab.analysis import DetectorConfig, train_detector
+    from saliency_lab.analysis.detector import FEATURE_SETS
+
+    sets = [f.strip() for f in args.features.split(",") if f.strip()]
+    # `--features all` alone means the four sets side by side; any other list is taken as given
+    cfg = DetectorConfig(feature_sets=list(FEATURE_SETS) if sets == ["all"] else sets, c=args.c,
+                         n_splits=args.folds, n_bootstrap=args.n_bootstrap, seed=args.seed,
+                         normalization=args.normalization)
+    det = train_detector(args.runs, args.labels, cfg)
+    path = det.write(args.out)
+    print(f"{det.n_tokens} labeled tokens ({det.n_pos} hallucinated), {det.n_groups} groups by {det.group_by}, "
+          f"{next(iter(det.feature_sets.values())).n_folds}-fold grouped CV; AUROC = P(probability higher for "
+          "hallucinated), 0.5 = chance")
+    for name, fs in det.feature_sets.items():
+        print(f"  {name:<10} {len(fs.features):>4} features  CV AUROC {_fmt(fs.cv_auroc)} "
+              f"[{_fmt(fs.cv_ci[0])}, {_fmt(fs.cv_ci[1])}]")
+    print(f"wrote {path}")
     return 0

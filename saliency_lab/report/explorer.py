@@ -27,8 +27,7 @@ from saliency_lab.report.data import RunData
 
 # token_scores() columns that are bookkeeping, not scores.
 _NOT_SCORES = {"run_id", "sample_id", "step", "token_text", "char_start", "char_end", "label", "object",
-               "n_layers"}
-LAYER_VALUES = ("out_mean", "prev", "attn_out")
+               "n_layers", "layer", "image_id"}
 
 
 def _r(x: Any) -> float | None:
@@ -52,8 +51,13 @@ class ExplorerData:
 
 
 def score_family(frame: pl.DataFrame) -> list[str]:
-    """The float columns of `explorer_tokens` that are scores (whatever token_scores() defines)."""
-    return [c for c, t in frame.schema.items() if c not in _NOT_SCORES and t.is_float()]
+    """The float columns of a token or layer frame that are scores (whatever token_scores() defines), in
+    the registry's order (saliency_lab.store.scores) where it names them."""
+    from saliency_lab.store.scores import SCORE_NAMES
+
+    found = [c for c, t in frame.schema.items() if c not in _NOT_SCORES and t.is_float()]
+    rank = {n: i for i, n in enumerate(SCORE_NAMES)}
+    return sorted(found, key=lambda c: (rank.get(c, len(rank)), found.index(c)))
 
 
 def query_tokens(runs: list[RunData], labelset: str | None, layers: list[int] | None) -> tuple[pl.DataFrame,
@@ -77,7 +81,8 @@ def build_explorer(runs: list[RunData], labelset: str | None, layers: list[int] 
     order = [default_score] + [s for s in family if s != default_score] if default_score in family else family
     budget = _Budget(budget_bytes)
     images = _Images()
-    lay = _layers_index(per_layer)
+    layer_values = score_family(per_layer)
+    lay = _layers_index(per_layer, layer_values)
     samples_out: list[dict[str, Any]] = []
     runs_out = []
     for ri, run in enumerate(runs):
@@ -95,16 +100,16 @@ def build_explorer(runs: list[RunData], labelset: str | None, layers: list[int] 
                 continue
             samples_out.append(_sample(ri, srow, sub.sort("step"), order, lay.get((run.run_id, sid), {}), rows,
                                        budget, images, image_px, run.run_id))
-    doc = {"scores": order, "default": order[0] if order else None, "layer_values": list(LAYER_VALUES),
+    doc = {"scores": order, "default": order[0] if order else None, "layer_values": layer_values,
            "runs": runs_out, "samples": samples_out, "images": images.uris, "labelset": labelset,
            "dropped": budget.notes()}
     return ExplorerData(doc=doc, dropped=budget.notes())
 
 
-def _layers_index(per_layer: pl.DataFrame) -> dict[tuple[str, str], dict[int, list[list[Any]]]]:
-    """(run, sample) -> step -> [[layer, out_mean, prev, attn_out], ...]."""
+def _layers_index(per_layer: pl.DataFrame, values: list[str]) -> dict[tuple[str, str], dict[int, list[list[Any]]]]:
+    """(run, sample) -> step -> [[layer, value of each of `values`], ...]."""
     out: dict[tuple[str, str], dict[int, list[list[Any]]]] = {}
-    for r in per_layer.iter_rows():
+    for r in per_layer.select("run_id", "sample_id", "step", "layer", *values).iter_rows():
         run_id, sid, step, layer, *vals = r
         out.setdefault((run_id, sid), {}).setdefault(int(step), []).append([int(layer), *(_r(v) for v in vals)])
     return out

@@ -9,7 +9,8 @@ A query file starts with a header of comment lines:
     -- param score VARCHAR = out_mean {out_mean|prev|attn_out|lookback_ratio}  the measure
 
 Parameters reach the SQL as DuckDB variables: `getvariable('labels')`. Types: VARCHAR, INTEGER, DOUBLE,
-BOOLEAN, INTEGER[] (an empty list is NULL). A NULL default means "not set".. `{a|b}` after the default restricts the values.
+BOOLEAN, INTEGER[] (an empty list is NULL), SCORES (score names of saliency_lab.store.scores: a name, a comma
+list or `all`; reaches the SQL as a VARCHAR[]). A NULL default means "not set".. `{a|b}` after the default restricts the values.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from typing import Any
 import duckdb
 
 from saliency_lab.errors import SaliencyLabError
+from saliency_lab.store.scores import parse_scores
 
 _PARAM_RE = re.compile(
-    r"^--\s*param\s+(?P<name>\w+)\s+(?P<type>VARCHAR|INTEGER\[\]|INTEGER|DOUBLE|BOOLEAN)\s*=\s*"
+    r"^--\s*param\s+(?P<name>\w+)\s+(?P<type>VARCHAR|INTEGER\[\]|INTEGER|DOUBLE|BOOLEAN|SCORES)\s*=\s*"
     r"(?P<default>[^\s{]*)\s*(?:\{(?P<choices>[^}]*)\})?\s*(?P<doc>.*)$"
 )
 _NAME_RE = re.compile(r"^[A-Za-z][\w-]*$")
@@ -55,6 +57,8 @@ class Param:
         raw = raw.strip()
         if raw.upper() == "NULL":
             return None
+        if self.type == "SCORES":
+            return parse_scores(raw, where=f"--param {self.name}")
         try:
             if self.type == "INTEGER[]":
                 vals = [int(x) for x in raw.replace(" ", "").split(",") if x != ""]
@@ -93,8 +97,10 @@ class NamedQuery:
         out = {}
         for name, p in self.params.items():
             raw = given.get(name, p.default)
+            if p.type == "SCORES" and not isinstance(raw, str):
+                raw = ",".join(raw)
             value = p.convert(raw) if isinstance(raw, str) else raw
-            out[name] = (value, p.type)
+            out[name] = (value, "VARCHAR[]" if p.type == "SCORES" else p.type)
         return out
 
     def usage(self) -> str:
