@@ -18,11 +18,15 @@ import polars as pl
 
 from saliency_lab import __version__
 from saliency_lab.errors import SaliencyLabError
-from saliency_lab.report import assets
+from saliency_lab.report import assets, detector_view
 from saliency_lab.report.config import ReportConfig, analysis_binning
 from saliency_lab.report.data import RunData, find_labelset, load_run
+from saliency_lab.report.explorer import ExplorerData, build_explorer
+from saliency_lab.report.outcomes import pairings, read_sgrs_rates, run_outcome
 from saliency_lab.report.page import Charts, Section
+from saliency_lab.report.runconfig import config_section
 from saliency_lab.report.scores import default_layers, labeled_scores, token_scores
+from saliency_lab.report.sections_curves import curve_section, position_section, step_controlled_curve
 from saliency_lab.report.sections_extra import (
     Calibration,
     calibration_from_result,
@@ -30,9 +34,6 @@ from saliency_lab.report.sections_extra import (
     compare_section,
     load_calibration,
 )
-from saliency_lab.report.explorer import ExplorerData, build_explorer
-from saliency_lab.report.runconfig import config_section
-from saliency_lab.report.sections_curves import curve_section, position_section, step_controlled_curve
 from saliency_lab.report.sections_run import failure_cases, maps_section, runs_section
 from saliency_lab.report.sections_stats import (
     NEEDS_LABELS,
@@ -40,8 +41,7 @@ from saliency_lab.report.sections_stats import (
     layers_section,
     means_section,
 )
-from saliency_lab.report.outcomes import pairings, read_sgrs_rates, run_outcome
-from saliency_lab.report.separation import from_analysis
+from saliency_lab.report.separation import family_separation, rows_of, separation_section
 from saliency_lab.report.summary import Part, interventions_section, summary_section
 
 
@@ -72,6 +72,8 @@ def _expand(runs: Sequence[str | Path] | str | Path) -> list[Path]:
 def _analyze(paths: list[Path], labelset: str, cfg: ReportConfig) -> Any:
     from saliency_lab.analysis import AnalysisConfig, analyze
 
+    # The primary score only: per-score tests, curves and layer profiles of the whole family would cost
+    # minutes; the family gets the separation table (report.separation.family_separation).
     acfg = AnalysisConfig(score=cfg.score, layers=cfg.layers, n_bootstrap=cfg.n_bootstrap,
                           n_failures=max(cfg.n_failures, 1), bins=cfg.bins,
                           binning=analysis_binning(cfg.binning))  # type: ignore[arg-type]
@@ -91,7 +93,7 @@ def _calibration(paths: list[Path], labelset: str | None, cfg: ReportConfig, mis
 
     # Calibrate on the first run: the baseline whose generations SGRS would filter.
     try:
-        res = calibrate([str(paths[0])], labelset, CalibrationConfig(score=cfg.score))
+        res = calibrate([str(paths[0])], labelset, CalibrationConfig(score=cfg.score, n_bootstrap=cfg.n_bootstrap))
     except SaliencyLabError as exc:  # e.g. labels of one kind only: say so in the page, keep the rest
         return None, f"SGRS calibration could not run: {exc}"
     return calibration_from_result(res, f"computed by the report on {paths[0]} (labels {labelset})"), None
@@ -118,6 +120,8 @@ def build_report(runs: Sequence[str | Path] | str | Path, out_html: str | Path,
                    f"{', '.join(r.run_id for r in with_set)} (e.g. CHAIR found no object mentions in the "
                    "captions), so there is nothing to compare; label other samples or use human labels.")
     result = _analyze(labeled, labelset, cfg) if labeled else None
+    if result is not None:
+        result.separation = family_separation(labeled, labelset, result.config)
     cal, cal_missing = _calibration(labeled, labelset if labeled else None, cfg, missing)
 
     layers_by_run = {r.run_id: _score_layers(r, cfg, result) for r in data}
@@ -134,12 +138,15 @@ def build_report(runs: Sequence[str | Path] | str | Path, out_html: str | Path,
     explorer = (build_explorer(data, labelset, cfg.layers, layers_by_run, cfg.score,
                                int(cfg.image_budget_mb * 1e6), cfg.image_px) if cfg.explorer else None)
     pairs = pairings(data, read_sgrs_rates(data))
-    seps = from_analysis(result, controlled, cfg.n_bootstrap) if result is not None else []
+    det, det_why = detector_view.train(labeled, labelset, cfg.n_bootstrap) if result else (None, missing)
     sections: list[Section] = [
-        summary_section(data, labelset, {r.run_id: run_outcome(r) for r in data}, pairs, seps,
-                        _calibration_verdict(cal, cal_missing), None, cfg),
+        summary_section(data, labelset, {r.run_id: run_outcome(r) for r in data}, pairs, rows_of(result),
+                        _calibration_verdict(cal, cal_missing),
+                        detector_view.sentences(det) if det is not None else None),
         config_section(data),
         runs_section(data, labelset, result.summary if result else None),
+        separation_section(result, missing),
+        detector_view.section(det, det_why),
         means_section(result, cfg.score, charts, missing),
         curve_section(result, cfg.score, charts,
                       step_controlled_curve(controlled, cfg.bins, analysis_binning(cfg.binning))
@@ -219,10 +226,11 @@ def _calibration_verdict(cal: Calibration | None, why: str | None) -> list[Part]
     rec = cal.recommended or {}
     met = cal.recommended_metrics or {}
     if not rec:
-        return [Part("No SGRS setting beats chance", href="#calibration", cls="bad"),
-                Part(f": {cal.reason}" if getattr(cal, "reason", None) else ".")]
+        return [Part("No SGRS setting recommended", href="#calibration", cls="bad"),
+                Part(f": {cal.reason}." if cal.reason else ".")]
+    what = f"{rec['score']} reject {rec.get('reject', 'low')}, " if rec.get("score") else ""
     parts = [Part("Recommended: "),
-             Part(f"alpha {rec.get('alpha')}, W {rec.get('window')}, layers {rec.get('layers')}",
+             Part(f"{what}alpha {rec.get('alpha')}, W {rec.get('window')}, layers {rec.get('layers')}",
                   href="#calibration", key="summary|calibration")]
     if met.get("recall") is not None:
         parts += [Part(" (recall "), Part(f"{float(met['recall']):.3f}", href="#calibration",
@@ -231,8 +239,6 @@ def _calibration_verdict(cal: Calibration | None, why: str | None) -> list[Part]
                   Part(f"{float(met['false_rejection_rate']):.3f}", href="#calibration",
                        value=repr(float(met["false_rejection_rate"])), key="summary|calibration|frr"),
                   Part(")")]
-    if cal.within_budget is False:
-        parts.append(Part(" — no setting stays within the false-rejection budget", cls="bad"))
     return parts
 
 

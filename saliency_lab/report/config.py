@@ -14,7 +14,7 @@ class ReportConfig:
     labels: str | None = None  # labelset name; None = 'chair' when present, else the first one found
     samples: list[str] | None = None  # sample ids for saliency maps; None = chosen automatically
     n_auto_samples: int = 1  # automatic maps of each kind (clearest hallucination, clearest correct)
-    score: Literal["out_mean", "prev"] = "out_mean"  # the token score (SPEC section 7)
+    score: str = "out_mean"  # the primary token score: a name of saliency_lab.store.scores (not "step")
     layers: list[int] | None = None  # target layers; None = upper half of the layers
     n_bootstrap: int = 1000  # AUROC bootstrap resamples in the analysis
     n_failures: int = 6  # failure cases of each kind shown per run
@@ -30,8 +30,11 @@ class ReportConfig:
     templates_dir: str | Path | None = None  # folder with report.html.j2 + report.css (default: reports/)
 
     def validate(self) -> ReportConfig:
-        if self.score not in ("out_mean", "prev"):
-            raise SaliencyLabError(f"score={self.score!r}: choose out_mean or prev")
+        from saliency_lab.store.scores import SCORE_NAMES
+
+        names = [n for n in SCORE_NAMES if n != "step"]
+        if self.score not in names:
+            raise SaliencyLabError(f"score={self.score!r}: choose one of {', '.join(names)}")
         if self.n_failures < 0 or self.n_auto_samples < 0:
             raise SaliencyLabError("n_failures and n_auto_samples must be >= 0")
         if self.binning not in ("quantile", "uniform", "equal"):

@@ -15,11 +15,10 @@ from typing import Any
 
 from saliency_lab.analysis import label_ci as lc
 from saliency_lab.report import tables as tb
-from saliency_lab.report.config import ReportConfig
 from saliency_lab.report.data import RunData
 from saliency_lab.report.outcomes import Pairing, RunOutcome, intervention
 from saliency_lab.report.page import Section
-from saliency_lab.report.separation import Separation
+from saliency_lab.report.separation import VERDICT_CLASS, verdict
 
 
 @dataclass
@@ -57,31 +56,25 @@ def _est_cell(e: lc.Estimate | None, href: str, key: str, digits: int = 3) -> tb
     return tb.Cell(text, value=repr(e.value), cls="num", key=key, href=href)
 
 
-def separation_sentences(sep: Separation) -> list[list[Part]]:
-    """One sentence per score: separates / separates in reverse / does not, with the controlled AUROC when
-    the analysis gives one, else the pooled AUROC; then position alone and the confounding warnings."""
-    out: list[list[Part]] = []
-    run = sep.run_id
-    for row in sep.rows:
-        key = f"sep|{run}|{row.score}"
-        use_ctl = row.controlled is not None and math.isfinite(row.controlled)
-        est, ci = (row.controlled, row.controlled_ci) if use_ctl else (row.pooled, row.pooled_ci)
-        kind = "controlled AUROC" if use_ctl else "AUROC"
-        verdict = row.verdict(use_ctl)
-        cls = {"separates": "good", "separates in reverse": "warn", "does not separate": "bad"}.get(verdict)
-        parts = [Part(row.score, cls="score"), Part(f" {verdict} ", cls=cls), Part(f"({kind} ")]
-        parts += _ci_parts(est, ci, sep.href(use_ctl), key + ("|controlled" if use_ctl else "|pooled"))
-        parts.append(Part(")"))
-        if verdict == "separates in reverse":
-            parts.append(Part(": hallucinated tokens score higher, not lower"))
-        out.append(parts)
-    if sep.step_only is not None and math.isfinite(sep.step_only):
-        parts = [Part("Position alone (the token's step as the score): AUROC ")]
-        parts += _ci_parts(sep.step_only, sep.step_only_ci, "#position", f"sep|{run}|step")
-        out.append(parts)
-    for w in sep.warnings:
-        out.append([Part("⚠ " + w, href="#position", cls="warn")])
-    return out
+def headline(per_run: dict[str, list[Any]]) -> list[Part]:
+    """The one-line answer: which saliency scores separate after position control, per run."""
+    from saliency_lab.store.scores import SCORES
+
+    found = []
+    for run_id, rows in per_run.items():
+        good = [r.score for r in rows if SCORES.get(r.score) is not None and SCORES[r.score].kind == "saliency"
+                and verdict(r.controlled_ci) != "does not separate"]
+        found.append((run_id, good))
+    yes = [(rid, g) for rid, g in found if g]
+    if not yes:
+        return [Part("Does saliency flag hallucinated tokens? "), Part("No", cls="bad"),
+                Part(" — no saliency score separates hallucinated from correct tokens once position is controlled, "
+                     "in any run.")]
+    text = "; ".join(f"{rid}: {', '.join(g)}" for rid, g in yes)
+    return [Part("Does saliency flag hallucinated tokens? "),
+            Part("Partly" if len(yes) < len(found) else "Yes", cls="good"),
+            Part(f" — saliency scores that separate after position control (either direction; see the table "
+                 f"below for which): {text}.")]
 
 
 def outcome_table(runs: list[RunData], outcomes: dict[str, RunOutcome], pairs: dict[str, Pairing]) -> tb.Table:
@@ -137,15 +130,18 @@ def intervention_sentences(pairs: list[Pairing]) -> list[list[Part]]:
     for p in pairs:
         e = p.diffs.get("chair_i")
         if p.control is None or e is None:
-            out.append([Part(f"{p.run_id} ({p.kind}): no paired control with CHAIR labels ({p.why}).")])
+            out.append([Part(f"{p.run_id} ({p.kind}): no paired control with CHAIR labels ({p.why}).",
+                             href="#interventions")])
             continue
         if e.ci[1] < 0:
-            verdict, cls = "helped: fewer hallucinated objects", "good"
+            said, cls = "Yes: fewer hallucinated objects", "good"
         elif e.ci[0] > 0:
-            verdict, cls = "hurt: more hallucinated objects", "bad"
+            said, cls = "No, it hurt: more hallucinated objects", "bad"
         else:
-            verdict, cls = "made no clear difference", None
-        parts = [Part(f"{p.run_id} ({p.kind}) vs {p.control}: "), Part(verdict, cls=cls), Part(", Δ CHAIR_i ")]
+            said, cls = "No clear difference", "bad"
+        name = p.run_id if p.run_id == p.kind else f"{p.run_id} ({p.kind})"
+        parts = [Part(f"Did {name} help, against {p.control}? "), Part(said, cls=cls),
+                 Part(", Δ CHAIR_i ")]
         parts += _ci_parts(e.value, e.ci, "#interventions", f"int|{p.run_id}|chair_i", 3)
         if p.rates:
             parts += [Part("; rejected the first draw at "),
@@ -158,28 +154,70 @@ def intervention_sentences(pairs: list[Pairing]) -> list[list[Part]]:
     return out
 
 
+def separation_matrix(separation: dict[str, list[Any]]) -> tb.Table:
+    """Scores (rows) by runs (columns): position-controlled AUROC with its interval, coloured by verdict;
+    ⚠ where the analysis warns that the score's pooled numbers are position-driven; last row: step alone."""
+    ids = list(separation)
+    scores = list(dict.fromkeys(r.score for rows in separation.values() for r in rows))
+    t = tb.Table(key="summary-separation", title="Controlled AUROC (pairs at the same step) by score and run",
+                 columns=["score", *ids])
+    by = {(rid, r.score): r for rid, rows in separation.items() for r in rows}
+    for name in scores:
+        row = [tb.Cell(name, cls="score")]
+        for rid in ids:
+            r = by.get((rid, name))
+            if r is None or r.controlled_auroc is None or not math.isfinite(r.controlled_auroc):
+                row.append(tb.Cell("–", cls="num"))
+                continue
+            v = verdict(r.controlled_ci)
+            text = f"{r.controlled_auroc:.2f}"
+            if all(math.isfinite(x) for x in r.controlled_ci):
+                text += f" [{r.controlled_ci[0]:.2f}, {r.controlled_ci[1]:.2f}]"
+            row.append(tb.Cell(text + (" ⚠" if r.warnings else ""), value=repr(float(r.controlled_auroc)),
+                               cls=f"num {VERDICT_CLASS[v]}", key=f"sep|{rid}|{name}|controlled",
+                               href="#separation"))
+        t.rows.append(row)
+    step_row = [tb.Cell("step (position alone)", cls="score")]
+    for rid in ids:
+        rows = separation[rid]
+        if not rows:
+            step_row.append(tb.Cell("–", cls="num"))
+            continue
+        r = rows[0]
+        text = f"{r.step_auroc:.2f}" + (f" [{r.step_ci[0]:.2f}, {r.step_ci[1]:.2f}]"
+                                        if all(math.isfinite(x) for x in r.step_ci) else "")
+        step_row.append(tb.Cell(text, value=repr(float(r.step_auroc)), cls="num", key=f"sep|{rid}|step",
+                                href="#separation"))
+    t.rows.append(step_row)
+    t.note = ("AUROC = P(hallucinated token scores lower); 0.5 = chance. Green: separates (interval above 0.5); "
+              "amber: separates in reverse (hallucinated tokens score higher); red: does not separate. ⚠: the "
+              "analysis warns that this score's pooled AUROC is position-driven (pooled and controlled differ by "
+              "more than 0.05, or the score tracks the step). Bootstrap 95% intervals over samples.")
+    return t
+
+
 def summary_section(runs: list[RunData], labelset: str | None, outcomes: dict[str, RunOutcome],
-                    pairs: list[Pairing], separations: list[Separation], calibration: list[Part] | None,
-                    detector: list[list[Part]] | None, cfg: ReportConfig) -> Section:
+                    pairs: list[Pairing], separation: dict[str, list[Any]], calibration: list[Part] | None,
+                    detector: list[list[Part]] | None) -> Section:
     sec = Section("summary", "Summary",
                   intro="The answers first; every number links to the section that derives it.")
-    if separations:
-        for sep in separations:
-            sec.blocks.append({"kind": "sentences", "title": f"Does saliency flag hallucinated tokens? "
-                               f"(run {sep.run_id}, labels {labelset}, {sep.n_halluc} hallucinated / "
-                               f"{sep.n_correct} correct tokens)", "items": separation_sentences(sep)})
-    else:
+    answers = [headline(separation)] if separation else []
+    answers += intervention_sentences(pairs)
+    if answers:
+        sec.blocks.append({"kind": "sentences", "title": "Answers", "items": answers})
+    sec.table(outcome_table(runs, outcomes, {p.run_id: p for p in pairs}))
+    if not separation:
         sec.needs = ("No labeled tokens, so no separation statistics: run `saliency-lab label chair --run R ...` "
                      "(or pope / human) and rebuild.")
+    more = []
     if detector:
-        sec.blocks.append({"kind": "sentences", "title": "Detector (cross-validated AUROC per feature set)",
-                           "items": detector})
+        more.append([Part("Detector, cross-validated AUROC per feature set: ")] + detector[0])
     if calibration:
-        sec.blocks.append({"kind": "sentences", "title": "SGRS calibration", "items": [calibration]})
-    if pairs:
-        sec.blocks.append({"kind": "sentences", "title": "Interventions against their paired controls",
-                           "items": intervention_sentences(pairs)})
-    sec.table(outcome_table(runs, outcomes, {p.run_id: p for p in pairs}))
+        more.append([Part("SGRS calibration: ")] + calibration)
+    if more:
+        sec.blocks.append({"kind": "sentences", "title": "Detector and calibration", "items": more})
+    if separation:
+        sec.table(separation_matrix(separation))
     return sec
 
 
