@@ -204,20 +204,27 @@
     detail.appendChild(scores);
     var lay = s.lay[i] || [];
     if (lay.length) {
+      /* One row per value, one column per layer (score layers shaded): narrow enough for the side panel. */
       var lt = el("table", { "class": "data", "data-detail": "layers" });
-      lt.appendChild(el("caption", null, "Per layer (row-normalized; shaded: score layers)"));
+      lt.appendChild(el("caption", null, "Per layer (row-normalized; shaded: the score layers)"));
       var hr = el("tr");
-      ["layer"].concat(D.layer_values).forEach(function (h) { hr.appendChild(el("th", null, h)); });
-      lt.appendChild(hr);
+      hr.appendChild(el("th", null, "layer"));
       lay.forEach(function (r) {
-        var tr = el("tr", { "data-layer": String(r[0]) });
-        if (run.layers.indexOf(r[0]) >= 0) { tr.className = "used"; }
-        tr.appendChild(el("td", { "class": "num" }, String(r[0])));
-        for (var k = 1; k < r.length; k++) {
-          var td = el("td", { "class": "num", "data-col": D.layer_values[k - 1] }, fmt(r[k]));
-          if (r[k] !== null) { td.setAttribute("data-value", String(r[k])); }
+        var th = el("th", { "class": "num" }, String(r[0]));
+        if (run.layers.indexOf(r[0]) >= 0) { th.className = "num used"; }
+        hr.appendChild(th);
+      });
+      lt.appendChild(hr);
+      D.layer_values.forEach(function (name, k) {
+        var tr = el("tr", { "data-row": name });
+        if (name === state.score) { tr.className = "chosen"; }
+        tr.appendChild(el("th", null, name));
+        lay.forEach(function (r) {
+          var td = el("td", { "class": "num" + (run.layers.indexOf(r[0]) >= 0 ? " used" : ""), "data-layer": String(r[0]),
+                              "data-col": name }, fmt(r[k + 1]));
+          if (r[k + 1] !== null) { td.setAttribute("data-value", String(r[k + 1])); }
           tr.appendChild(td);
-        }
+        });
         lt.appendChild(tr);
       });
       detail.appendChild(lt);
@@ -267,8 +274,9 @@
       ctx.drawImage(img, 0, 0, 192, 192);
       if (patch) {
         var rows = s.grid[0], cols = s.grid[1], w = 192 / cols, h = 192 / rows;
-        for (var p = 0; p < rows * cols; p++) {
-          var v = parseInt(patch.substr(2 * p, 2), 16) / 255;
+        var bytes = atob(patch);
+        for (var p = 0; p < rows * cols && p < bytes.length; p++) {
+          var v = bytes.charCodeAt(p) / 255;
           ctx.fillStyle = "rgba(220, 30, 30, " + (0.75 * v).toFixed(3) + ")";
           ctx.fillRect((p % cols) * w, Math.floor(p / cols) * h, w, h);
         }

@@ -212,7 +212,7 @@ class _RowReader:
     def sample(self, srow: dict[str, Any], steps: list[int]) -> tuple[list[list[float | None] | None],
                                                                       list[str | None] | None, list[int] | None]:
         """Per step: the row over prior outputs (4 significant digits) and, for `all` rows with an image
-        segment, the patch values quantized to one byte each (hex; relative to the token's largest patch)."""
+        segment, the patch values quantized to one byte each (base64; relative to the token's largest patch)."""
         sid = srow["sample_id"]
         sub = self.by_sample.get(sid)
         n_input = srow.get("n_input")
@@ -222,7 +222,7 @@ class _RowReader:
         pacc: dict[int, list[np.ndarray]] = {}
         if sub is not None:
             for step, layer, keys, values in sub.select("step", "layer", "keys", "values").iter_rows():
-                if int(layer) not in self.layers or values is None or int(step) < 1:
+                if int(layer) not in self.layers or values is None:
                     continue
                 l2 = self.norms.get((sid, int(step), int(layer)))
                 if not l2 or not l2 > 0:
@@ -234,7 +234,8 @@ class _RowReader:
                     if img_span is not None:
                         pacc.setdefault(int(step), []).append(vals[img_span[0]:img_span[1]])
                     vals = vals[int(n_input): int(n_input) + int(step)]
-                acc.setdefault(int(step), []).append(vals[: int(step)])
+                if int(step) >= 1:  # step 0 has no earlier output, but its image patches count
+                    acc.setdefault(int(step), []).append(vals[: int(step)])
         out_rows: list[list[float | None] | None] = []
         for s in steps:
             got = acc.get(s)
@@ -251,7 +252,7 @@ class _RowReader:
             v = np.nanmean(np.vstack(got), axis=0)
             top = float(np.nanmax(v)) if np.isfinite(v).any() else 0.0
             q = np.zeros(len(v), dtype=np.uint8) if top <= 0 else np.clip(np.nan_to_num(v / top) * 255, 0, 255)
-            patches.append(bytes(np.asarray(q, dtype=np.uint8)).hex())
+            patches.append(base64.b64encode(bytes(np.asarray(q, dtype=np.uint8))).decode("ascii"))
         side = int(round(math.sqrt(n_patch)))
         grid = [side, side] if side * side == n_patch else [1, n_patch]
         return out_rows, patches, grid

@@ -14,18 +14,47 @@ from saliency_lab.store.synthetic import SyntheticSpec, make_run
 from saliency_lab.store.writer import part_name, write_part_atomic
 
 
-def add_rows(run_dir: Path, keys: str = "output") -> None:
+def add_images(run_dir: Path, n_patches: int = 16, size: int = 48, seed: int = 0) -> None:
+    """Give every sample a small PNG (coloured blocks) and an image segment of `n_patches` key positions:
+    the samples table is rewritten with image_path, seg_image = [5, 5 + n_patches], the prompt after it and
+    n_input to match (call before add_rows(..., "all"))."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder = run_dir.parent / f"{run_dir.name}-images"
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = sorted((run_dir / "samples").glob("shard=*/part-*.parquet"))
+    for part in parts:
+        df = pl.read_parquet(part)
+        paths = []
+        for sid in df["sample_id"].to_list():
+            img = rng.integers(0, 255, (4, 4, 3), dtype=np.uint8).repeat(size // 4, 0).repeat(size // 4, 1)
+            path = folder / f"{sid}.png"
+            Image.fromarray(img).save(path)
+            paths.append(str(path))
+        n_in = 5 + n_patches + 5
+        df = df.with_columns(pl.Series("image_path", paths),
+                             pl.when(pl.col("status") == "ok").then(n_in).otherwise(None).cast(pl.Int32)
+                             .alias("n_input"),
+                             pl.lit([5, 5 + n_patches]).alias("seg_image"),
+                             pl.lit([5 + n_patches, n_in]).alias("seg_prompt"))
+        table = table_from_columns("samples", {c: df[c].to_list() for c in df.columns})
+        write_part_atomic(table, part)
+
+
+def add_rows(run_dir: Path, keys: str = "output", seed: int = 0) -> None:
     sal = pl.read_parquet(run_dir / "saliency" / "**" / "*.parquet")
     samples = pl.read_parquet(run_dir / "samples" / "**" / "*.parquet")
     n_input = dict(samples.select("sample_id", "n_input").iter_rows())
+    rng = np.random.default_rng(seed)
     cols: dict[str, list] = {k: [] for k in ("run_id", "sample_id", "step", "layer", "keys", "values")}
     for sid, step, layer, out_sum in sal.select("sample_id", "step", "layer", "out_sum").iter_rows():
-        if step < 1:
+        if step < 1 and keys != "all":  # step 0 has no earlier output; with `all` its row still covers the input
             continue
         w = np.exp(-np.arange(step)[::-1] / 3.0)
-        vals = (float(out_sum) * w / w.sum()).tolist()
+        vals = (float(out_sum) * w / w.sum()).tolist() if step else []
         if keys == "all":
-            vals = [0.01] * int(n_input[sid]) + vals
+            vals = rng.uniform(0.0, 0.02, int(n_input[sid])).tolist() + vals
         cols["run_id"].append(run_dir.name)
         cols["sample_id"].append(sid)
         cols["step"].append(int(step))
@@ -40,9 +69,12 @@ def add_rows(run_dir: Path, keys: str = "output") -> None:
 
 
 def synthetic_run(root: Path, run_id: str = "synth", rows: str | None = "output", labels: bool = True,
-                  **spec_kw) -> Path:
+                  images: int = 0, **spec_kw) -> Path:
+    """A synthetic run; `images` > 0 adds a PNG per sample with that many image patches."""
     spec = SyntheticSpec(**{"n_samples": 16, "max_steps": 16, **spec_kw})
     run = make_run(root, run_id, spec)
+    if images:
+        add_images(run, images)
     if rows:
         add_rows(run, rows)
     if not labels:
