@@ -81,3 +81,30 @@ def synthetic_run(root: Path, run_id: str = "synth", rows: str | None = "output"
         for p in (run / "labels").glob("*"):
             p.unlink()
     return run
+
+
+def as_intervention(run_dir: Path, strategy: str, top_k: int = 0, locore_beta: float = 0.0, seed: int = 0) -> None:
+    """Turn a synthetic run into a decoding variant: run.json's decoding block, and for SGRS a decisions
+    table (per step 1-3 draws, the last accepted unless it is a fallback) drawn from `seed`."""
+    meta = json.loads((run_dir / "run.json").read_text())
+    dec = {"max_new_tokens": 32, "strategy": strategy, "seed": 0, "temperature": 1.0, "top_k": top_k,
+           "sgrs": {"alpha": 0.6, "window": 5, "k": 5, "max_resample": 3, "layers": None},
+           "locore": {"beta": locore_beta, "window": 5, "mode": "post_softmax"}}
+    meta["decoding"] = dec
+    (run_dir / "run.json").write_text(json.dumps(meta, indent=2))
+    if strategy != "sgrs":
+        return
+    rng = np.random.default_rng(seed)
+    toks = pl.read_parquet(run_dir / "tokens" / "**" / "*.parquet").sort("sample_id", "step")
+    cols: dict[str, list] = {k: [] for k in ("run_id", "sample_id", "step", "draw", "rank", "token_id", "prob",
+                                             "score", "tau", "accepted", "fallback")}
+    for sid, step in toks.select("sample_id", "step").iter_rows():
+        n = int(rng.choice([1, 1, 1, 2, 3]))
+        fallback = n == 3 and rng.random() < 0.5
+        for d in range(n):
+            last = d == n - 1
+            for k, v in (("run_id", run_dir.name), ("sample_id", sid), ("step", int(step)), ("draw", d),
+                         ("rank", d), ("token_id", d), ("prob", 0.5), ("score", 0.1), ("tau", 0.05),
+                         ("accepted", last and not fallback), ("fallback", last and fallback)):
+                cols[k].append(v)
+    write_part_atomic(table_from_columns("decisions", cols), run_dir / "decisions" / "shard=0" / part_name(0))
