@@ -145,3 +145,19 @@ def test_explorer_document(page):
     for name in family:
         for got, exp in zip(s["s"][name], want[name].to_list(), strict=True):
             assert (got is None and exp is None) or got == pytest.approx(exp, rel=1e-3)
+
+
+def test_media_budget_drops_and_says_so(tmp_path):
+    run = synthetic_run(tmp_path / "runs", "img", rows="all", images=16, n_samples=10)
+    one = build_report([run], tmp_path / "full.html", ReportConfig(n_bootstrap=0, compute_calibration=False))
+    doc = json.loads(re.search(r'id="explorer-data">(.*?)</script>', one.read_text(), re.S).group(1))
+    assert all("img" in s and "patch" in s for s in doc["samples"]) and doc["dropped"] == []
+    image_bytes = len(doc["images"][0])
+    # room for about two images and nothing else: the rest is dropped, and the page says what and why
+    cfg = ReportConfig(n_bootstrap=0, compute_calibration=False, image_budget_mb=2.5 * image_bytes / 1e6)
+    html = build_report([run], tmp_path / "small.html", cfg).read_text()
+    doc = json.loads(re.search(r'id="explorer-data">(.*?)</script>', html, re.S).group(1))
+    with_img = [s for s in doc["samples"] if "img" in s]
+    assert 0 < len(with_img) < len(doc["samples"]) and len(doc["images"]) == len(with_img)
+    assert all("img_note" in s for s in doc["samples"] if "img" not in s)
+    assert "left out (embedded media budget" in html and "image" in doc["dropped"][0]
