@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _synth_helpers():
-    spec = importlib.util.spec_from_file_location("_report_synth", ROOT / "tests" / "unit" / "_report_synth.py")
+    spec = importlib.util.spec_from_file_location(
+        "_report_synth", ROOT / "tests" / "unit" / "_report_synth.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -50,8 +52,10 @@ def screenshots(html: Path, out_dir: Path) -> None:
         page.open(html)
         page.wait_for("document.getElementById('explorer-root').getAttribute('data-explorer-ready')")
         page.screenshot(out_dir / "report-summary.png")
-        page.eval("(function(){var t=Array.from(document.querySelectorAll('#explorer-list span.tok.hal'))"
-                  ".find(e => +e.dataset.step >= 2); t.setAttribute('data-pick','1'); return 1;})()")
+        page.eval(
+            "(function(){var t=Array.from(document.querySelectorAll('#explorer-list span.tok.hal'))"
+            ".find(e => +e.dataset.step >= 2); t.setAttribute('data-pick','1'); return 1;})()"
+        )
         page.click("#explorer-list span.tok[data-pick='1']")
         page.wait_for("!!document.querySelector('#explorer-detail canvas[data-drawn]')")
         page.screenshot(out_dir / "report-explorer.png", selector="#explorer", height=1150)
@@ -72,21 +76,30 @@ def main() -> int:
         demo = Path(args.demo) if args.demo else Path(tmp) / "demo"
         if not args.demo:
             cli = "import sys; from saliency_lab.cli import main; sys.exit(main(sys.argv[1:]))"
-            subprocess.run([sys.executable, "-c", cli, "demo", "--out", str(demo), "--no-report"], check=True,
-                           stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [sys.executable, "-c", cli, "demo", "--out", str(demo), "--no-report"],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
         runs = demo_runs(demo)
         cal = demo / "calibration"
-        sec, size, dropped = build(runs, Path(tmp) / "demo.html",
-                                   calibration=str(cal) if (cal / "calibration.json").is_file() else None)
+        sec, size, dropped = build(
+            runs,
+            Path(tmp) / "demo.html",
+            calibration=str(cal) if (cal / "calibration.json").is_file() else None,
+        )
         print(f"demo report ({len(runs)} runs): {size / 1e6:.2f} MB, built in {sec:.1f} s; {dropped}")
         if args.screenshots:
             screenshots(Path(tmp) / "demo.html", Path(args.screenshots))
         synth = _synth_helpers()
         t0 = time.perf_counter()
-        run = synth.synthetic_run(Path(tmp) / "synth", "synth500", rows="all", images=576, n_samples=args.n,
-                                  max_steps=24)
-        print(f"synthetic run: {args.n} captions, 576 image patches, rows all ({time.perf_counter() - t0:.1f} s "
-              "to write)")
+        run = synth.synthetic_run(
+            Path(tmp) / "synth", "synth500", rows="all", images=576, n_samples=args.n, max_steps=24
+        )
+        print(
+            f"synthetic run: {args.n} captions, 576 image patches, rows all ({time.perf_counter() - t0:.1f} s "
+            "to write)"
+        )
         sec, size, dropped = build([run], Path(tmp) / "synth.html")
         print(f"synthetic report: {size / 1e6:.2f} MB, built in {sec:.1f} s; {dropped}")
     return 0

@@ -28,8 +28,12 @@ class Estimate:
 def chair_counts(labels: pl.DataFrame, sample_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Per sample (in `sample_ids` order): object mentions, hallucinated mentions (CHAIR labelset rows;
     a mention is hallucinated when any of its tokens is). Samples without mentions count zero."""
-    m = (labels.group_by("sample_id", "mention_id").agg(pl.col("label").max())
-         .group_by("sample_id").agg(pl.len().alias("m"), pl.col("label").cast(pl.Int64).sum().alias("h")))
+    m = (
+        labels.group_by("sample_id", "mention_id")
+        .agg(pl.col("label").max())
+        .group_by("sample_id")
+        .agg(pl.len().alias("m"), pl.col("label").cast(pl.Int64).sum().alias("h"))
+    )
     got = {s: (int(a), int(b)) for s, a, b in m.iter_rows()}
     mentions = np.array([got.get(s, (0, 0))[0] for s in sample_ids], dtype=np.float64)
     halluc = np.array([got.get(s, (0, 0))[1] for s in sample_ids], dtype=np.float64)
@@ -70,8 +74,15 @@ def bootstrap(a: np.ndarray, b: np.ndarray, metric: Metric, n_boot: int = 1000, 
     return Estimate(value, ci, n)  # type: ignore[arg-type]
 
 
-def paired_difference(a1: np.ndarray, b1: np.ndarray, a0: np.ndarray, b0: np.ndarray, metric: Metric,
-                      n_boot: int = 1000, seed: int = 0) -> Estimate:
+def paired_difference(
+    a1: np.ndarray,
+    b1: np.ndarray,
+    a0: np.ndarray,
+    b0: np.ndarray,
+    metric: Metric,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> Estimate:
     """metric(run 1) - metric(run 0) over the same samples (row i of both is sample i), with the same
     resampled samples for both runs."""
     n = len(a1)

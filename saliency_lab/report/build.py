@@ -110,18 +110,19 @@ def build_report(runs: Sequence[str | Path] | str | Path, out_html: str | Path,
     if len(set(ids)) != len(ids):
         raise SaliencyLabError(f"two runs share a run_id ({', '.join(ids)}); report runs with distinct ids")
     labelset = find_labelset(data, cfg.labels)
+    lset = labelset or ""  # the calls below that take it only run when some run holds labeled tokens
     with_set = [r for r in data if labelset and labelset in r.labelsets]
     # A label set can exist and still be empty (CHAIR found no object mentions): nothing to compare then.
-    labeled_runs = [r for r in with_set if r.n_labeled(labelset) > 0]
+    labeled_runs = [r for r in with_set if r.n_labeled(lset) > 0]
     labeled = [r.path for r in labeled_runs]
     missing = NEEDS_LABELS
     if with_set and not labeled_runs:
         missing = (f"The label set {labelset!r} has no labeled tokens in "
                    f"{', '.join(r.run_id for r in with_set)} (e.g. CHAIR found no object mentions in the "
                    "captions), so there is nothing to compare; label other samples or use human labels.")
-    result = _analyze(labeled, labelset, cfg) if labeled else None
+    result = _analyze(labeled, lset, cfg) if labeled else None
     if result is not None:
-        result.separation = family_separation(labeled, labelset, result.config)
+        result.separation = family_separation(labeled, lset, result.config)
     cal, cal_missing = _calibration(labeled, labelset if labeled else None, cfg, missing)
 
     layers_by_run = {r.run_id: _score_layers(r, cfg, result) for r in data}
@@ -130,17 +131,18 @@ def build_report(runs: Sequence[str | Path] | str | Path, out_html: str | Path,
         lab = r.label_table(labelset) if labelset else None
         halluc[r.run_id] = lab.filter(pl.col("label") == 1) if lab is not None else None
     with_rows = [r for r in data if r.has_rows()]
-    scores = token_scores(with_rows, labelset, cfg.layers, cfg.score) if with_rows and not cfg.samples else {}
+    scores: dict[str, pl.DataFrame | None] = (
+        dict(token_scores(with_rows, labelset, cfg.layers, cfg.score)) if with_rows and not cfg.samples else {})
 
-    dist = labeled_scores([str(p) for p in labeled], labelset, cfg.layers, cfg.score) if result else None
-    controlled, profile = _position_frames(labeled, labelset, cfg) if result else (None, None)
+    dist = labeled_scores([str(p) for p in labeled], lset, cfg.layers, cfg.score) if result else None
+    controlled, profile = _position_frames(labeled, lset, cfg) if result else (None, None)
     charts = Charts()
     explorer = (build_explorer(data, labelset, cfg.layers, layers_by_run, cfg.score,
                                int(cfg.image_budget_mb * 1e6), cfg.image_px) if cfg.explorer else None)
-    pairs = pairings(data, read_sgrs_rates(data))
-    det, det_why = detector_view.train(labeled, labelset, cfg.n_bootstrap) if result else (None, missing)
+    pairs = pairings(data, read_sgrs_rates(data), cfg.n_bootstrap)
+    det, det_why = detector_view.train(labeled, lset, cfg.n_bootstrap) if result else (None, missing)
     sections: list[Section] = [
-        summary_section(data, labelset, {r.run_id: run_outcome(r) for r in data}, pairs, rows_of(result),
+        summary_section(data, labelset, {r.run_id: run_outcome(r, cfg.n_bootstrap) for r in data}, pairs, rows_of(result),
                         _calibration_verdict(cal, cal_missing),
                         detector_view.sentences(det) if det is not None else None),
         config_section(data),

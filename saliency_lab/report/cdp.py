@@ -36,11 +36,14 @@ def _high(fd: int) -> int:
 class Page:
     """One headless Chromium with one page; use as a context manager."""
 
-    def __init__(self, chromium: str | None = None, width: int = 1400, height: int = 900,
-                 timeout_s: float = 60.0) -> None:
+    def __init__(
+        self, chromium: str | None = None, width: int = 1400, height: int = 900, timeout_s: float = 60.0
+    ) -> None:
         exe = chromium or find_chromium()
         if not exe:
-            raise SaliencyLabError(f"headless Chromium not found; {INSTALL_HINT}, or set SALIENCY_LAB_CHROMIUM")
+            raise SaliencyLabError(
+                f"headless Chromium not found; {INSTALL_HINT}, or set SALIENCY_LAB_CHROMIUM"
+            )
         self.timeout_s = timeout_s
         self.width, self.height = width, height
         self._profile = tempfile.TemporaryDirectory(prefix="saliency-lab-cdp-")
@@ -54,10 +57,20 @@ class Page:
             os.dup2(from_chrome_w, 4)
 
         self.proc = subprocess.Popen(
-            [exe, *BASE_FLAGS, "--remote-debugging-pipe", f"--user-data-dir={self._profile.name}",
-             f"--window-size={width},{height}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=_fds, close_fds=False)  # noqa: PLW1509 - dup2 onto fds 3/4 must happen in the child
+            [
+                exe,
+                *BASE_FLAGS,
+                "--remote-debugging-pipe",
+                f"--user-data-dir={self._profile.name}",
+                f"--window-size={width},{height}",
+                "about:blank",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_fds,
+            close_fds=False,
+        )  # noqa: PLW1509 - dup2 onto fds 3/4 must happen in the child
         os.close(to_chrome_r)
         os.close(from_chrome_w)
         self._next = 0
@@ -96,8 +109,9 @@ class Page:
             try:
                 got = self._inbox.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
-                raise SaliencyLabError(f"headless Chromium did not answer {method} within {self.timeout_s:.0f} s") \
-                    from None
+                raise SaliencyLabError(
+                    f"headless Chromium did not answer {method} within {self.timeout_s:.0f} s"
+                ) from None
             if got is None:
                 raise SaliencyLabError(f"headless Chromium exited while waiting for {method}")
             if "id" in got:
@@ -115,18 +129,26 @@ class Page:
     def _attach(self) -> str:
         targets = self.send("Target.getTargets")["targetInfos"]
         page = next((t for t in targets if t["type"] == "page"), None)
-        tid = page["targetId"] if page else self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        tid = (
+            page["targetId"] if page else self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        )
         sid = self.send("Target.attachToTarget", {"targetId": tid, "flatten": True})["sessionId"]
         self.session = sid
         for domain in ("Page", "Runtime", "Network", "Log"):
             self.cmd(f"{domain}.enable")
-        self.cmd("Emulation.setDeviceMetricsOverride", {"width": self.width, "height": self.height,
-                                                        "deviceScaleFactor": 1, "mobile": False})
+        self.cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False},
+        )
         return sid
 
     # -- page actions ------------------------------------------------------------------------------------
-    def open(self, path: str | Path, ready_js: str = "document.body && document.body.getAttribute('data-charts-done')",
-             fragment: str = "") -> None:
+    def open(
+        self,
+        path: str | Path,
+        ready_js: str = "document.body && document.body.getAttribute('data-charts-done')",
+        fragment: str = "",
+    ) -> None:
         """Navigate to a file and wait until `ready_js` is truthy."""
         self.cmd("Page.navigate", {"url": Path(path).resolve().as_uri() + fragment})
         self.wait_for(ready_js)
@@ -154,26 +176,38 @@ class Page:
         rect = self.eval(
             f"(function(){{var e=document.querySelector({json.dumps(selector)}); if(!e) return null;"
             "e.scrollIntoView({block:'center'}); var r=e.getBoundingClientRect();"
-            "return [r.left + r.width/2, r.top + r.height/2];})()")
+            "return [r.left + r.width/2, r.top + r.height/2];})()"
+        )
         if not rect:
             raise SaliencyLabError(f"nothing matches {selector}")
         for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
-            self.cmd("Input.dispatchMouseEvent", {"type": kind, "x": rect[0], "y": rect[1], "button": "left",
-                                                  "clickCount": 1})
+            self.cmd(
+                "Input.dispatchMouseEvent",
+                {"type": kind, "x": rect[0], "y": rect[1], "button": "left", "clickCount": 1},
+            )
 
     def select(self, selector: str, value: str) -> None:
         """Choose an option of a <select> the way a user does: set it and fire 'change'."""
-        self.eval(f"(function(){{var s=document.querySelector({json.dumps(selector)}); s.value={json.dumps(value)};"
-                  "s.dispatchEvent(new Event('change', {bubbles: true})); return true;})()")
+        self.eval(
+            f"(function(){{var s=document.querySelector({json.dumps(selector)}); s.value={json.dumps(value)};"
+            "s.dispatchEvent(new Event('change', {bubbles: true})); return true;})()"
+        )
 
     def screenshot(self, out: str | Path, selector: str | None = None, height: int | None = None) -> Path:
         """PNG of the viewport scrolled to `selector` (its top at the top), `height` pixels tall."""
         params: dict[str, Any] = {"format": "png"}
         if selector:
-            top = self.eval(f"(function(){{var e=document.querySelector({json.dumps(selector)});"
-                            "var r=e.getBoundingClientRect(); return r.top + window.scrollY;})()")
-            params["clip"] = {"x": 0, "y": float(top), "width": self.width, "height": height or self.height,
-                              "scale": 1}
+            top = self.eval(
+                f"(function(){{var e=document.querySelector({json.dumps(selector)});"
+                "var r=e.getBoundingClientRect(); return r.top + window.scrollY;})()"
+            )
+            params["clip"] = {
+                "x": 0,
+                "y": float(top),
+                "width": self.width,
+                "height": height or self.height,
+                "scale": 1,
+            }
             params["captureBeyondViewport"] = True
         data = self.cmd("Page.captureScreenshot", params)["data"]
         path = Path(out)
@@ -183,7 +217,11 @@ class Page:
 
     # -- what happened ------------------------------------------------------------------------------------
     def requests(self) -> list[str]:
-        return [e["params"]["request"]["url"] for e in self.events if e.get("method") == "Network.requestWillBeSent"]
+        return [
+            e["params"]["request"]["url"]
+            for e in self.events
+            if e.get("method") == "Network.requestWillBeSent"
+        ]
 
     def network_requests(self) -> list[str]:
         """Requests that would leave the machine (anything but file:, data:, blob:, about: ...)."""

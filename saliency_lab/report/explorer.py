@@ -26,8 +26,19 @@ import polars as pl
 from saliency_lab.report.data import RunData
 
 # token_scores() columns that are bookkeeping, not scores.
-_NOT_SCORES = {"run_id", "sample_id", "step", "token_text", "char_start", "char_end", "label", "object",
-               "n_layers", "layer", "image_id"}
+_NOT_SCORES = {
+    "run_id",
+    "sample_id",
+    "step",
+    "token_text",
+    "char_start",
+    "char_end",
+    "label",
+    "object",
+    "n_layers",
+    "layer",
+    "image_id",
+}
 
 
 def _r(x: Any) -> float | None:
@@ -60,22 +71,32 @@ def score_family(frame: pl.DataFrame) -> list[str]:
     return sorted(found, key=lambda c: (rank.get(c, len(rank)), found.index(c)))
 
 
-def query_tokens(runs: list[RunData], labelset: str | None, layers: list[int] | None) -> tuple[pl.DataFrame,
-                                                                                               pl.DataFrame]:
+def query_tokens(
+    runs: list[RunData], labelset: str | None, layers: list[int] | None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(explorer_tokens, token_layers) over all runs, from the catalog's named queries."""
     from saliency_lab.store.catalog import open_catalog
 
-    params = {"labels": labelset or "", "normalization": "row",
-              "layers": ",".join(str(int(x)) for x in layers) if layers else "NULL"}
+    params = {
+        "labels": labelset or "",
+        "normalization": "row",
+        "layers": ",".join(str(int(x)) for x in layers) if layers else "NULL",
+    }
     with open_catalog([str(r.path) for r in runs]) as cat:
         toks = cat.query("explorer_tokens", params)
         per_layer = cat.query("token_layers", {"normalization": "row"})
     return toks, per_layer
 
 
-def build_explorer(runs: list[RunData], labelset: str | None, layers: list[int] | None,
-                   layers_by_run: dict[str, list[int]], default_score: str, budget_bytes: int,
-                   image_px: int) -> ExplorerData:
+def build_explorer(
+    runs: list[RunData],
+    labelset: str | None,
+    layers: list[int] | None,
+    layers_by_run: dict[str, list[int]],
+    default_score: str,
+    budget_bytes: int,
+    image_px: int,
+) -> ExplorerData:
     toks, per_layer = query_tokens(runs, labelset, layers)
     family = score_family(toks)
     order = [default_score] + [s for s in family if s != default_score] if default_score in family else family
@@ -98,33 +119,69 @@ def build_explorer(runs: list[RunData], labelset: str | None, layers: list[int] 
             sub = by_sample.get(sid)
             if sub is None:
                 continue
-            samples_out.append(_sample(ri, srow, sub.sort("step"), order, lay.get((run.run_id, sid), {}), rows,
-                                       budget, images, image_px, run.run_id))
-    doc = {"scores": order, "default": order[0] if order else None, "layer_values": layer_values,
-           "runs": runs_out, "samples": samples_out, "images": images.uris, "labelset": labelset,
-           "dropped": budget.notes()}
+            samples_out.append(
+                _sample(
+                    ri,
+                    srow,
+                    sub.sort("step"),
+                    order,
+                    lay.get((run.run_id, sid), {}),
+                    rows,
+                    budget,
+                    images,
+                    image_px,
+                    run.run_id,
+                )
+            )
+    doc = {
+        "scores": order,
+        "default": order[0] if order else None,
+        "layer_values": layer_values,
+        "runs": runs_out,
+        "samples": samples_out,
+        "images": images.uris,
+        "labelset": labelset,
+        "dropped": budget.notes(),
+    }
     return ExplorerData(doc=doc, dropped=budget.notes())
 
 
-def _layers_index(per_layer: pl.DataFrame, values: list[str]) -> dict[tuple[str, str], dict[int, list[list[Any]]]]:
+def _layers_index(
+    per_layer: pl.DataFrame, values: list[str]
+) -> dict[tuple[str, str], dict[int, list[list[Any]]]]:
     """(run, sample) -> step -> [[layer, value of each of `values`], ...]."""
     out: dict[tuple[str, str], dict[int, list[list[Any]]]] = {}
     for r in per_layer.select("run_id", "sample_id", "step", "layer", *values).iter_rows():
         run_id, sid, step, layer, *vals = r
-        out.setdefault((run_id, sid), {}).setdefault(int(step), []).append([int(layer), *(_r(v) for v in vals)])
+        out.setdefault((run_id, sid), {}).setdefault(int(step), []).append(
+            [int(layer), *(_r(v) for v in vals)]
+        )
     return out
 
 
-def _sample(ri: int, srow: dict[str, Any], sub: pl.DataFrame, order: list[str],
-            layers: dict[int, list[list[Any]]], rows: _RowReader | None, budget: _Budget, images: _Images,
-            image_px: int, run_id: str) -> dict[str, Any]:
+def _sample(
+    ri: int,
+    srow: dict[str, Any],
+    sub: pl.DataFrame,
+    order: list[str],
+    layers: dict[int, list[list[Any]]],
+    rows: _RowReader | None,
+    budget: _Budget,
+    images: _Images,
+    image_px: int,
+    run_id: str,
+) -> dict[str, Any]:
     steps = [int(s) for s in sub["step"].to_list()]
     labels = sub["label"].to_list()
     objects = sub["object"].to_list()
     out: dict[str, Any] = {
-        "r": ri, "id": srow["sample_id"], "text": srow.get("output_text") or "",
-        "tok": [[_int(a), _int(b)] for a, b in zip(sub["char_start"].to_list(), sub["char_end"].to_list(),
-                                                   strict=True)],
+        "r": ri,
+        "id": srow["sample_id"],
+        "text": srow.get("output_text") or "",
+        "tok": [
+            [_int(a), _int(b)]
+            for a, b in zip(sub["char_start"].to_list(), sub["char_end"].to_list(), strict=True)
+        ],
         "tt": sub["token_text"].to_list(),
         "st": steps,
         "lab": [None if v is None else int(v) for v in labels],
@@ -191,8 +248,11 @@ class _Budget:
         return False
 
     def notes(self) -> list[str]:
-        return [f"{n} {kind}{'s' if n != 1 else ''} left out (embedded media budget "
-                f"{self.total / 1e6:.1f} MB reached)" for kind, n in self.dropped.items()]
+        return [
+            f"{n} {kind}{'s' if n != 1 else ''} left out (embedded media budget "
+            f"{self.total / 1e6:.1f} MB reached)"
+            for kind, n in self.dropped.items()
+        ]
 
 
 class _RowReader:
@@ -204,13 +264,17 @@ class _RowReader:
         sal_parts = sorted((run.path / "saliency").glob("shard=*/part-*.parquet"))
         sal = pl.read_parquet(sal_parts, columns=["sample_id", "step", "layer", "row_l2"])
         self.norms = {(s, int(st), int(ly)): float(v) for s, st, ly, v in sal.iter_rows()}
-        self.by_sample = ({sid: sub for (sid,), sub in self.rows.group_by(["sample_id"])}
-                          if self.rows is not None else {})
-        available = sorted({int(x) for x in self.rows["layer"].unique().to_list()}) if self.rows is not None else []
+        self.by_sample = (
+            {sid: sub for (sid,), sub in self.rows.group_by(["sample_id"])} if self.rows is not None else {}
+        )
+        available = (
+            sorted({int(x) for x in self.rows["layer"].unique().to_list()}) if self.rows is not None else []
+        )
         self.layers = [x for x in layers if x in available] or available
 
-    def sample(self, srow: dict[str, Any], steps: list[int]) -> tuple[list[list[float | None] | None],
-                                                                      list[str | None] | None, list[int] | None]:
+    def sample(
+        self, srow: dict[str, Any], steps: list[int]
+    ) -> tuple[list[list[float | None] | None], list[str | None] | None, list[int] | None]:
         """Per step: the row over prior outputs (4 significant digits) and, for `all` rows with an image
         segment, the patch values quantized to one byte each (base64; relative to the token's largest patch)."""
         sid = srow["sample_id"]
@@ -232,8 +296,8 @@ class _RowReader:
                     if n_input is None:
                         continue
                     if img_span is not None:
-                        pacc.setdefault(int(step), []).append(vals[img_span[0]:img_span[1]])
-                    vals = vals[int(n_input): int(n_input) + int(step)]
+                        pacc.setdefault(int(step), []).append(vals[img_span[0] : img_span[1]])
+                    vals = vals[int(n_input) : int(n_input) + int(step)]
                 if int(step) >= 1:  # step 0 has no earlier output, but its image patches count
                     acc.setdefault(int(step), []).append(vals[: int(step)])
         out_rows: list[list[float | None] | None] = []
@@ -251,7 +315,11 @@ class _RowReader:
                 continue
             v = np.nanmean(np.vstack(got), axis=0)
             top = float(np.nanmax(v)) if np.isfinite(v).any() else 0.0
-            q = np.zeros(len(v), dtype=np.uint8) if top <= 0 else np.clip(np.nan_to_num(v / top) * 255, 0, 255)
+            q = (
+                np.zeros(len(v), dtype=np.uint8)
+                if top <= 0
+                else np.clip(np.nan_to_num(v / top) * 255, 0, 255)
+            )
             patches.append(base64.b64encode(bytes(np.asarray(q, dtype=np.uint8))).decode("ascii"))
         side = int(round(math.sqrt(n_patch)))
         grid = [side, side] if side * side == n_patch else [1, n_patch]
@@ -263,8 +331,8 @@ def _thumbnail(path: str, px: int) -> str | None:
     try:
         from PIL import Image
 
-        with Image.open(Path(path)) as im:
-            im = im.convert("RGB")
+        with Image.open(Path(path)) as src:
+            im = src.convert("RGB")
             im.thumbnail((px, px))
             buf = io.BytesIO()
             im.save(buf, format="PNG", optimize=True)

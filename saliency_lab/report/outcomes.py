@@ -18,7 +18,6 @@ import polars as pl
 from saliency_lab.analysis import label_ci as lc
 from saliency_lab.report.data import RunData
 
-N_BOOT = 1000
 
 
 @dataclass
@@ -54,8 +53,11 @@ def find_control(run: RunData, runs: list[RunData]) -> tuple[RunData | None, str
     dec = run.meta.get("decoding") or {}
     kind = intervention(run)
     model = (run.meta.get("model") or {}).get("path")
-    pool = [r for r in runs if r is not run and intervention(r) is None
-            and (r.meta.get("model") or {}).get("path") == model]
+    pool = [
+        r
+        for r in runs
+        if r is not run and intervention(r) is None and (r.meta.get("model") or {}).get("path") == model
+    ]
     if kind == "sgrs":
         k = (dec.get("sgrs") or {}).get("k")
         for r in pool:
@@ -73,18 +75,22 @@ def _ok_ids(run: RunData) -> list[str]:
     return sorted(run.samples.filter(pl.col("status") == "ok")["sample_id"].to_list())
 
 
-def run_outcome(run: RunData) -> RunOutcome:
+def run_outcome(run: RunData, n_boot: int) -> RunOutcome:
+    """CHAIR_s / CHAIR_i and POPE accuracy per split, each with a bootstrap interval over the run's samples."""
     out = RunOutcome(run.run_id)
     ids = _ok_ids(run)
-    if "chair" in run.labelsets:
-        m, h = lc.chair_counts(run.label_table("chair"), ids)
-        out.chair = {"chair_s": lc.bootstrap(m, h, lc.chair_s, N_BOOT), "chair_i": lc.bootstrap(m, h, lc.chair_i,
-                                                                                                 N_BOOT)}
-    if "pope" in run.labelsets:
-        lab = run.label_table("pope")
+    chair = run.label_table("chair") if "chair" in run.labelsets else None
+    if chair is not None:
+        m, h = lc.chair_counts(chair, ids)
+        out.chair = {
+            "chair_s": lc.bootstrap(m, h, lc.chair_s, n_boot),
+            "chair_i": lc.bootstrap(m, h, lc.chair_i, n_boot),
+        }
+    lab = run.label_table("pope") if "pope" in run.labelsets else None
+    if lab is not None:
         for split, sids in _pope_splits(run, ids).items():
             a, w = lc.pope_wrong(lab, sids)
-            out.pope[split] = lc.bootstrap(a, w, lc.accuracy, N_BOOT)
+            out.pope[split] = lc.bootstrap(a, w, lc.accuracy, n_boot)
     return out
 
 
@@ -100,7 +106,8 @@ def _pope_splits(run: RunData, ids: list[str]) -> dict[str, list[str]]:
     return dict(sorted(out.items()))
 
 
-def pairings(runs: list[RunData], sgrs_rates: dict[str, dict[str, Any]]) -> list[Pairing]:
+def pairings(runs: list[RunData], sgrs_rates: dict[str, dict[str, Any]], n_boot: int) -> list[Pairing]:
+    """Every intervention run with its control, the paired CHAIR change and its SGRS rates."""
     out = []
     by_id = {r.run_id: r for r in runs}
     for run in runs:
@@ -109,12 +116,16 @@ def pairings(runs: list[RunData], sgrs_rates: dict[str, dict[str, Any]]) -> list
             continue
         ctl, why = find_control(run, runs)
         p = Pairing(run.run_id, ctl.run_id if ctl else None, kind, why, rates=sgrs_rates.get(run.run_id, {}))
-        if ctl is not None and "chair" in run.labelsets and "chair" in ctl.labelsets:
+        lab1 = run.label_table("chair") if "chair" in run.labelsets else None
+        lab0 = ctl.label_table("chair") if ctl is not None and "chair" in ctl.labelsets else None
+        if ctl is not None and lab1 is not None and lab0 is not None:
             shared = sorted(set(_ok_ids(run)) & set(_ok_ids(by_id[ctl.run_id])))
-            m1, h1 = lc.chair_counts(run.label_table("chair"), shared)
-            m0, h0 = lc.chair_counts(ctl.label_table("chair"), shared)
-            p.diffs = {name: lc.paired_difference(m1, h1, m0, h0, fn, N_BOOT)
-                       for name, fn in (("chair_i", lc.chair_i), ("chair_s", lc.chair_s))}
+            m1, h1 = lc.chair_counts(lab1, shared)
+            m0, h0 = lc.chair_counts(lab0, shared)
+            p.diffs = {
+                name: lc.paired_difference(m1, h1, m0, h0, fn, n_boot)
+                for name, fn in (("chair_i", lc.chair_i), ("chair_s", lc.chair_s))
+            }
         out.append(p)
     return out
 

@@ -71,7 +71,8 @@ def split_settings(runs: list[RunData]) -> tuple[list[str], list[str], list[dict
     """(keys that differ between runs or apply to only some, keys equal everywhere, settings per run)."""
     per_run = [run_settings(r) for r in runs]
     keys = list(dict.fromkeys(k for s in per_run for k in s))
-    differ, same = [], []
+    differ: list[str] = []
+    same: list[str] = []
     for k in keys:
         vals = [repr(s.get(k, _ABSENT)) for s in per_run]
         (differ if len(set(vals)) > 1 else same).append(k)
@@ -82,10 +83,13 @@ _ABSENT = object()
 
 
 def config_section(runs: list[RunData]) -> Section:
-    sec = Section("config", "Configuration",
-                  intro="Each run's settings from run.json, side by side. Shown: the settings that differ between "
-                        "runs; the rest (equal for every run) are folded below. A dash means the setting does not "
-                        "apply to that run (e.g. SGRS settings of a greedy run).")
+    sec = Section(
+        "config",
+        "Configuration",
+        intro="Each run's settings from run.json, side by side. Shown: the settings that differ between "
+        "runs; the rest (equal for every run) are folded below. A dash means the setting does not "
+        "apply to that run (e.g. SGRS settings of a greedy run).",
+    )
     ids = [r.run_id for r in runs]
     differ, same, per_run = split_settings(runs)
     if len(runs) == 1:
@@ -95,9 +99,19 @@ def config_section(runs: list[RunData]) -> Section:
     else:
         sec.note("Every setting is the same for " + ("this run." if len(runs) == 1 else "all runs."))
     if same:
-        sec.blocks.append({"kind": "details", "summary": f"{len(same)} settings equal for every run",
-                           "table": _table("config-same", "Settings equal for every run", ids[:1] if
-                                           len(runs) == 1 else ["all runs"], same, per_run[:1])})
+        sec.blocks.append(
+            {
+                "kind": "details",
+                "summary": f"{len(same)} settings equal for every run",
+                "table": _table(
+                    "config-same",
+                    "Settings equal for every run",
+                    ids[:1] if len(runs) == 1 else ["all runs"],
+                    same,
+                    per_run[:1],
+                ),
+            }
+        )
     return sec
 
 

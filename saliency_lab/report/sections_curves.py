@@ -39,57 +39,103 @@ def step_controlled_curve(frame: pl.DataFrame, bins: int, binning: str) -> pl.Da
     return curve_frame(rows).filter(pl.col("n") > 0)
 
 
-def curve_section(result: Any, score: str, charts: Charts, controlled: pl.DataFrame | None,
-                  missing: str = NEEDS_LABELS) -> Section:
+def curve_section(
+    result: Any, score: str, charts: Charts, controlled: pl.DataFrame | None, missing: str = NEEDS_LABELS
+) -> Section:
     binning = result.config.binning if result is not None else "quantile"
-    sec = Section("curve", "Hallucination rate by score bin (Fig. 8b)",
-                  intro=f"Tokens in {BINNING_TEXT.get(binning, binning)}; each point is the share of hallucinated "
-                        "tokens in a bin with its Wilson 95% interval, the horizontal bar spans the bin's edges. "
-                        "Left: pooled over all steps (the paper's figure). Right: step-controlled, the same tokens "
-                        "binned by their score's z-score against every token generated at the same step, so a "
-                        "slope that comes from position alone flattens there. Empty bins are not drawn.")
+    sec = Section(
+        "curve",
+        "Hallucination rate by score bin (Fig. 8b)",
+        intro=f"Tokens in {BINNING_TEXT.get(binning, binning)}; each point is the share of hallucinated "
+        "tokens in a bin with its Wilson 95% interval, the horizontal bar spans the bin's edges. "
+        "Left: pooled over all steps (the paper's figure). Right: step-controlled, the same tokens "
+        "binned by their score's z-score against every token generated at the same step, so a "
+        "slope that comes from position alone flattens there. Empty bins are not drawn.",
+    )
     if result is None:
         sec.needs = missing
         return sec
     curve = result.curve.filter(pl.col("n") > 0)
-    items = [charts.add(f"curve {score}", ch.curve_chart(curve.filter(pl.col("measure") == score),
-                                                         f"Pooled: {measure_title(score)}", f"{score} (bin)"))]
+    items = [
+        charts.add(
+            f"curve {score}",
+            ch.curve_chart(
+                curve.filter(pl.col("measure") == score), f"Pooled: {measure_title(score)}", f"{score} (bin)"
+            ),
+        )
+    ]
     if controlled is not None and controlled.height:
-        items.append(charts.add(f"curve {score} step-controlled", ch.curve_chart(
-            controlled, f"Step-controlled: {score}", f"{score} z-score within its step (bin)")))
+        items.append(
+            charts.add(
+                f"curve {score} step-controlled",
+                ch.curve_chart(
+                    controlled, f"Step-controlled: {score}", f"{score} z-score within its step (bin)"
+                ),
+            )
+        )
     sec.blocks.append(charts.row(items))
     others = [m for m in _measures(curve, score) if m != score]
     if others:
-        sec.blocks.append(charts.row([charts.add(f"curve {m}", ch.curve_chart(
-            curve.filter(pl.col("measure") == m), measure_title(m), f"{m} (bin)")) for m in others]))
-    sec.table(_bins_table("curve", f"Bins of the token score ({score}), pooled",
-                          curve.filter(pl.col("measure") == score)))
+        sec.blocks.append(
+            charts.row(
+                [
+                    charts.add(
+                        f"curve {m}",
+                        ch.curve_chart(curve.filter(pl.col("measure") == m), measure_title(m), f"{m} (bin)"),
+                    )
+                    for m in others
+                ]
+            )
+        )
+    sec.table(
+        _bins_table(
+            "curve", f"Bins of the token score ({score}), pooled", curve.filter(pl.col("measure") == score)
+        )
+    )
     if controlled is not None and controlled.height:
         sec.table(_bins_table("curve-controlled", f"Bins of the step z-score of {score}", controlled))
     return sec
 
 
 def _bins_table(key: str, title: str, curve: pl.DataFrame) -> tb.Table:
-    t = tb.Table(key=key, title=title,
-                 columns=["run", "bin", "from", "to", "tokens", "hallucinated", "rate", "Wilson 95%"])
+    t = tb.Table(
+        key=key,
+        title=title,
+        columns=["run", "bin", "from", "to", "tokens", "hallucinated", "rate", "Wilson 95%"],
+    )
     pre = "" if key == "curve" else f"{key}|"
     for r in curve.sort("run_id", "bin").iter_rows(named=True):
         k = f"{pre}{r['run_id']}|{r['bin']}"
-        t.rows.append([tb.text(r["run_id"]), tb.num(int(r["bin"]), key=f"{k}|bin"),
-                       tb.num(r["lo"], 4, key=f"{k}|lo"), tb.num(r["hi"], 4, key=f"{k}|hi"),
-                       tb.num(int(r["n"]), key=f"{k}|n"), tb.num(int(r["n_halluc"]), key=f"{k}|n_halluc"),
-                       tb.num(r["rate"], key=f"{k}|rate"),
-                       tb.Cell(f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]", cls="num", key=f"{k}|ci",
-                               value=f"{r['ci_low']!r}|{r['ci_high']!r}")])
+        t.rows.append(
+            [
+                tb.text(r["run_id"]),
+                tb.num(int(r["bin"]), key=f"{k}|bin"),
+                tb.num(r["lo"], 4, key=f"{k}|lo"),
+                tb.num(r["hi"], 4, key=f"{k}|hi"),
+                tb.num(int(r["n"]), key=f"{k}|n"),
+                tb.num(int(r["n_halluc"]), key=f"{k}|n_halluc"),
+                tb.num(r["rate"], key=f"{k}|rate"),
+                tb.Cell(
+                    f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]",
+                    cls="num",
+                    key=f"{k}|ci",
+                    value=f"{r['ci_low']!r}|{r['ci_high']!r}",
+                ),
+            ]
+        )
     return t
 
 
-def position_section(profile: pl.DataFrame | None, score: str, charts: Charts,
-                     missing: str = NEEDS_LABELS) -> Section:
-    sec = Section("position", "Position: hallucination rate and score by step",
-                  intro="Both against the token's generation step. When the hallucination rate and the score "
-                        "both drift with the step, a pooled score-vs-label comparison partly measures position; "
-                        "the step-controlled curve and the position-controlled failure cases correct for it.")
+def position_section(
+    profile: pl.DataFrame | None, score: str, charts: Charts, missing: str = NEEDS_LABELS
+) -> Section:
+    sec = Section(
+        "position",
+        "Position: hallucination rate and score by step",
+        intro="Both against the token's generation step. When the hallucination rate and the score "
+        "both drift with the step, a pooled score-vs-label comparison partly measures position; "
+        "the step-controlled curve and the position-controlled failure cases correct for it.",
+    )
     if profile is None or profile.height == 0:
         sec.needs = missing
         return sec
@@ -99,17 +145,43 @@ def position_section(profile: pl.DataFrame | None, score: str, charts: Charts,
         items.append(charts.add("position rate", ch.step_rate_chart(rate, "Hallucination rate by step")))
     items.append(charts.add("position score", ch.step_score_chart(profile, f"Mean {score} by step", score)))
     sec.blocks.append(charts.row(items))
-    t = tb.Table(key="position", title=f"By step ({score})",
-                 columns=["run", "step", "tokens", f"mean {score}", "labeled", "hallucinated", "rate",
-                          "Wilson 95%", "mean correct", "mean hallucinated"])
+    t = tb.Table(
+        key="position",
+        title=f"By step ({score})",
+        columns=[
+            "run",
+            "step",
+            "tokens",
+            f"mean {score}",
+            "labeled",
+            "hallucinated",
+            "rate",
+            "Wilson 95%",
+            "mean correct",
+            "mean hallucinated",
+        ],
+    )
     for r in profile.sort("run_id", "step").iter_rows(named=True):
         k = f"position|{r['run_id']}|{r['step']}"
-        ci = (tb.Cell(f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]", cls="num") if r["ci_low"] is not None
-              else tb.Cell("–", cls="num"))
-        t.rows.append([tb.text(r["run_id"]), tb.num(int(r["step"])), tb.num(int(r["n_tokens"]), key=f"{k}|n"),
-                       tb.num(r["mean_score"], 4, key=f"{k}|mean"), tb.num(int(r["n_labeled"])),
-                       tb.num(int(r["n_halluc"])), tb.num(r["rate"], key=f"{k}|rate"), ci,
-                       tb.num(r["mean_correct"], 4), tb.num(r["mean_halluc"], 4)])
+        ci = (
+            tb.Cell(f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]", cls="num")
+            if r["ci_low"] is not None
+            else tb.Cell("–", cls="num")
+        )
+        t.rows.append(
+            [
+                tb.text(r["run_id"]),
+                tb.num(int(r["step"])),
+                tb.num(int(r["n_tokens"]), key=f"{k}|n"),
+                tb.num(r["mean_score"], 4, key=f"{k}|mean"),
+                tb.num(int(r["n_labeled"])),
+                tb.num(int(r["n_halluc"])),
+                tb.num(r["rate"], key=f"{k}|rate"),
+                ci,
+                tb.num(r["mean_correct"], 4),
+                tb.num(r["mean_halluc"], 4),
+            ]
+        )
     sec.table(t)
     return sec
 

@@ -53,12 +53,15 @@ def family_separation(paths: list[Any], labels: str, cfg: Any) -> dict[str, list
     family = [primary, *(s for s in SCORE_NAMES if s != primary)]
     layers = ",".join(str(int(x)) for x in cfg.layers) if cfg.layers else "NULL"
     with open_catalog([str(p) for p in paths]) as cat:
-        toks = cat.query("labeled_tokens", {"labels": labels, "normalization": cfg.normalization, "layers": layers})
+        toks = cat.query(
+            "labeled_tokens", {"labels": labels, "normalization": cfg.normalization, "layers": layers}
+        )
     if cfg.first_subtoken_only:
         toks = toks.filter(pl.col("subtoken") == 0)
     toks = toks.filter((pl.col("step") >= 1) & pl.col(primary).is_not_null() & pl.col(primary).is_not_nan())
-    sep_cfg = SeparationConfig(step_bin=cfg.step_bin, step_band=cfg.step_band, n_bootstrap=cfg.n_bootstrap,
-                               seed=cfg.seed)
+    sep_cfg = SeparationConfig(
+        step_bin=cfg.step_bin, step_band=cfg.step_band, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed
+    )
     out = {}
     for (run_id,), df in toks.group_by(["run_id"], maintain_order=True):
         out[str(run_id)] = separation_table(df, family, sep_cfg, run_id=str(run_id))
@@ -75,27 +78,51 @@ def _ci_cell(est: float, ci: Any, key: str) -> tb.Cell:
 
 
 def separation_section(result: Any, missing: str) -> Section:
-    sec = Section("separation", "Separation by score, pooled and position-controlled",
-                  intro="For every score of the family: the AUROC (P(hallucinated scores lower), 0.5 = chance) over "
-                        "all labeled tokens (pooled), with pairs formed only at the same step (controlled: "
-                        "position cannot help), and the AUROC of the step alone on the same tokens. Green: the "
-                        "interval is above 0.5 (low score flags hallucination); amber: below (hallucinated tokens "
-                        "score higher); red: the interval contains 0.5. Intervals: 95% bootstrap over samples.")
+    sec = Section(
+        "separation",
+        "Separation by score, pooled and position-controlled",
+        intro="For every score of the family: the AUROC (P(hallucinated scores lower), 0.5 = chance) over "
+        "all labeled tokens (pooled), with pairs formed only at the same step (controlled: "
+        "position cannot help), and the AUROC of the step alone on the same tokens. Green: the "
+        "interval is above 0.5 (low score flags hallucination); amber: below (hallucinated tokens "
+        "score higher); red: the interval contains 0.5. Intervals: 95% bootstrap over samples.",
+    )
     per_run = rows_of(result)
     if not per_run:
         sec.needs = missing
         return sec
     for run_id, rows in per_run.items():
-        t = tb.Table(key=f"separation:{run_id}", title=f"Separation — {run_id}",
-                     columns=["score", "hallucinated", "correct", "pooled AUROC", "controlled AUROC",
-                              "step alone", "logistic coef (step held)", "p", "Spearman with step", "warnings"])
+        t = tb.Table(
+            key=f"separation:{run_id}",
+            title=f"Separation — {run_id}",
+            columns=[
+                "score",
+                "hallucinated",
+                "correct",
+                "pooled AUROC",
+                "controlled AUROC",
+                "step alone",
+                "logistic coef (step held)",
+                "p",
+                "Spearman with step",
+                "warnings",
+            ],
+        )
         for r in rows:
             k = f"separation|{run_id}|{r.score}"
-            t.rows.append([tb.text(r.score), tb.num(r.n_pos), tb.num(r.n_neg),
-                           _ci_cell(r.pooled_auroc, r.pooled_ci, f"{k}|pooled"),
-                           _ci_cell(r.controlled_auroc, r.controlled_ci, f"{k}|controlled"),
-                           _ci_cell(r.step_auroc, r.step_ci, f"{k}|step"),
-                           tb.num(r.logit_coef, key=f"{k}|logit_coef"), tb.pval(r.logit_p, key=f"{k}|logit_p"),
-                           tb.num(r.spearman_step, key=f"{k}|spearman"), tb.text("; ".join(r.warnings) or "–")])
+            t.rows.append(
+                [
+                    tb.text(r.score),
+                    tb.num(r.n_pos),
+                    tb.num(r.n_neg),
+                    _ci_cell(r.pooled_auroc, r.pooled_ci, f"{k}|pooled"),
+                    _ci_cell(r.controlled_auroc, r.controlled_ci, f"{k}|controlled"),
+                    _ci_cell(r.step_auroc, r.step_ci, f"{k}|step"),
+                    tb.num(r.logit_coef, key=f"{k}|logit_coef"),
+                    tb.pval(r.logit_p, key=f"{k}|logit_p"),
+                    tb.num(r.spearman_step, key=f"{k}|spearman"),
+                    tb.text("; ".join(r.warnings) or "–"),
+                ]
+            )
         sec.table(t)
     return sec

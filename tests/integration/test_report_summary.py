@@ -21,8 +21,12 @@ _spec = __import__("_report_fixtures")._mod  # the synthetic-run helpers (tests/
 def page(tmp_path_factory):
     root = tmp_path_factory.mktemp("summary")
     runs = {}
-    for name, kw in (("base", {}), ("sample", {"seed": 1}), ("sgrs", {"seed": 2, "effect": 0.1}),
-                     ("locore", {"seed": 3})):
+    for name, kw in (
+        ("base", {}),
+        ("sample", {"seed": 1}),
+        ("sgrs", {"seed": 2, "effect": 0.1}),
+        ("locore", {"seed": 3}),
+    ):
         runs[name] = synthetic_run(root / "runs", name, n_samples=24, **kw)
     _spec.as_intervention(runs["sample"], "sample", top_k=5)
     _spec.as_intervention(runs["sgrs"], "sgrs", seed=4)
@@ -47,7 +51,9 @@ def test_summary_is_first_and_links_every_number(page):
     _, html, p = page
     assert p.sections[0] == "summary"
     assert {"interventions", "separation", "detector", "config", "explorer"} <= set(p.sections)
-    summary = html[html.index('<section id="summary"'):html.index("</section>", html.index('<section id="summary"'))]
+    summary = html[
+        html.index('<section id="summary"') : html.index("</section>", html.index('<section id="summary"'))
+    ]
     links = re.findall(r'<a href="#([a-z-]+)"', summary)
     assert links and set(links) <= set(p.sections)
     # every number in the summary's tables and sentences carries a link
@@ -64,11 +70,17 @@ def test_chair_and_paired_change_by_hand(page):
     for name, ctl in (("sgrs", "sample"), ("locore", "base")):
         _, c1 = _chair_by_hand(runs[name])
         _, c0 = _chair_by_hand(runs[ctl])
-        ok = set(pl.read_parquet(runs[name] / "samples" / "**" / "*.parquet").filter(pl.col("status") == "ok")
-                 ["sample_id"]) & set(pl.read_parquet(runs[ctl] / "samples" / "**" / "*.parquet")
-                                      .filter(pl.col("status") == "ok")["sample_id"])
+        ok = set(
+            pl.read_parquet(runs[name] / "samples" / "**" / "*.parquet").filter(pl.col("status") == "ok")[
+                "sample_id"
+            ]
+        ) & set(
+            pl.read_parquet(runs[ctl] / "samples" / "**" / "*.parquet").filter(pl.col("status") == "ok")[
+                "sample_id"
+            ]
+        )
 
-        def ci(c):
+        def ci(c, ok=ok):
             return sum(c.get(s, (0, 0))[1] for s in ok) / sum(c.get(s, (0, 0))[0] for s in ok)
 
         assert float(p.values[f"summary|{name}|delta_chair_i"]) == pytest.approx(ci(c1) - ci(c0), rel=1e-12)
@@ -106,20 +118,28 @@ def test_separation_numbers_are_the_analysis(page):
 
 def test_configuration_once(page):
     _, html, p = page
-    differ = html[html.index('data-table="config-differ"'):html.index("</table>", html.index('data-table="config-differ"'))]
+    differ = html[
+        html.index('data-table="config-differ"') : html.index(
+            "</table>", html.index('data-table="config-differ"')
+        )
+    ]
     assert "decoding.strategy" in differ and "decoding.locore.beta" in differ
     # SGRS settings appear for the SGRS run only; a greedy run shows a dash
     assert p.values.get("config|sgrs|decoding.sgrs.alpha") == "0.6"
     assert "config|base|decoding.sgrs.alpha" not in p.values
     assert re.search(r'<td class="na" data-key="config\|base\|decoding\.sgrs\.alpha">–</td>', html)
     assert '<details class="folded" data-details="config-same">' in html
-    same = html[html.index('data-details="config-same"'):html.index("</details>", html.index('data-details="config-same"'))]
+    same = html[
+        html.index('data-details="config-same"') : html.index(
+            "</details>", html.index('data-details="config-same"')
+        )
+    ]
     assert "model.n_layers" in same and "decoding.strategy" not in same
 
 
 def test_no_nan_bins_and_a_step_controlled_curve(page):
     _, html, p = page
-    main = html[html.index("<main>"):html.index("</main>")]  # the page's markup, no scripts
+    main = html[html.index("<main>") : html.index("</main>")]  # the page's markup, no scripts
     assert not re.search(r"\bnan\b", main, re.I)
     assert "curve-controlled" in p.tables and "position" in p.tables
     assert any(c.startswith("chart-curve-out-mean-step-controlled") for c in p.charts)
@@ -128,16 +148,19 @@ def test_no_nan_bins_and_a_step_controlled_curve(page):
 
 def test_explorer_document(page):
     runs, html, _ = page
-    doc = json.loads(re.search(r'<script type="application/json" id="explorer-data">(.*?)</script>', html, re.S)
-                     .group(1))
+    doc = json.loads(
+        re.search(r'<script type="application/json" id="explorer-data">(.*?)</script>', html, re.S).group(1)
+    )
     from saliency_lab.store.catalog import open_catalog
 
     with open_catalog([str(runs["base"])]) as cat:
         ts = cat.query("token_scores", {"labels": "chair"})
     family = [c for c in ("out_mean", "prev", "out_share", "source_share", "attn_out", "lookback_ratio")]
     assert set(family) <= set(doc["scores"]) and doc["default"] == "out_mean" and "step" not in doc["scores"]
-    n_ok = sum(pl.read_parquet(r / "samples" / "**" / "*.parquet").filter(pl.col("status") == "ok").height
-               for r in runs.values())
+    n_ok = sum(
+        pl.read_parquet(r / "samples" / "**" / "*.parquet").filter(pl.col("status") == "ok").height
+        for r in runs.values()
+    )
     assert len(doc["samples"]) == n_ok
     s = next(x for x in doc["samples"] if doc["runs"][x["r"]]["id"] == "base")
     want = ts.filter(pl.col("sample_id") == s["id"]).sort("step")

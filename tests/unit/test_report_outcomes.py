@@ -15,11 +15,13 @@ from saliency_lab.report.data import RunData
 from saliency_lab.report.outcomes import find_control, intervention
 from saliency_lab.report.runconfig import applies, split_settings
 
-LABELS = pl.DataFrame({
-    "sample_id": ["a", "a", "a", "b", "b", "c"],
-    "mention_id": [0, 0, 1, 0, 1, 0],  # a: mention 0 has two tokens, one hallucinated
-    "label": [0, 1, 0, 0, 0, 1],
-})
+LABELS = pl.DataFrame(
+    {
+        "sample_id": ["a", "a", "a", "b", "b", "c"],
+        "mention_id": [0, 0, 1, 0, 1, 0],  # a: mention 0 has two tokens, one hallucinated
+        "label": [0, 1, 0, 0, 0, 1],
+    }
+)
 
 
 def test_chair_counts_and_metrics_by_hand():
@@ -58,10 +60,19 @@ def test_pope_accuracy():
 
 
 def _run(run_id: str, strategy: str, top_k: int = 0, k: int = 5, beta: float = 0.0) -> RunData:
-    meta = {"run_id": run_id, "model": {"path": "/m", "n_layers": 4},
-            "decoding": {"strategy": strategy, "top_k": top_k, "seed": 0, "temperature": 1.0,
-                         "sgrs": {"alpha": 0.6, "k": k}, "locore": {"beta": beta, "window": 5}},
-            "saliency": {"heads": "sum_abs"}}
+    meta = {
+        "run_id": run_id,
+        "model": {"path": "/m", "n_layers": 4},
+        "decoding": {
+            "strategy": strategy,
+            "top_k": top_k,
+            "seed": 0,
+            "temperature": 1.0,
+            "sgrs": {"alpha": 0.6, "k": k},
+            "locore": {"beta": beta, "window": 5},
+        },
+        "saliency": {"heads": "sum_abs"},
+    }
     return RunData(path=Path(run_id), meta=meta, samples=pl.DataFrame(), tokens=pl.DataFrame())
 
 
