@@ -19,7 +19,6 @@ from saliency_lab.analysis import label_ci as lc
 from saliency_lab.report.data import RunData
 
 
-
 @dataclass
 class RunOutcome:
     run_id: str
