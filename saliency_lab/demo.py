@@ -217,32 +217,56 @@ def _label_chair(run_dir: Path, ws, slot: dict) -> None:
 
 
 def _analyze(run_dir: Path, out: Path, summary: dict, log: _Log) -> dict | None:
-    from saliency_lab.analysis import AnalysisConfig, CalibrationConfig, analyze, calibrate
+    """Analysis (every score, position-controlled), the detector and `calibrate --score auto`; returns the SGRS
+    setting for the demo's SGRS run, which decodes with out_mean / reject low: a recommendation for another
+    score or direction leaves the paper's defaults (the decoder's score is chosen elsewhere)."""
+    from saliency_lab.analysis import (
+        AnalysisConfig,
+        CalibrationConfig,
+        DetectorConfig,
+        analyze,
+        calibrate,
+        train_detector,
+    )
 
     m = summary["runs"]["greedy"].get("chair", {})
     if not m.get("n_hallucinated_mentions"):
         log.skip("analysis and calibration", "the greedy captions hold no hallucinated object mention")
         return None
-    res = analyze([str(run_dir)], "chair", AnalysisConfig(n_bootstrap=200))
+    res = analyze([str(run_dir)], "chair", AnalysisConfig(score="all", n_bootstrap=200))
     res.write(out / "analysis")
     tests = next(iter(res.tests.values()))
-    score = res.config.score
+    score = res.config.scores[0]
     st = tests.get(score, {}) if isinstance(tests, dict) else {}
     summary["saliency"] = {k: st.get(k) for k in ("n_correct", "n_halluc", "mean_correct", "mean_halluc",
                                                   "auroc", "auroc_ci", "cohen_d", "welch_p", "mannwhitney_p")}
     summary["saliency"]["score"] = score
     summary["saliency_by_kind"] = _partner_split(run_dir, score)
+    rows = next(iter(res.separation.values()), [])
+    summary["separation"] = [r.to_json() for r in rows]
     summary["files"]["analysis"] = str(out / "analysis")
     try:
-        cal = calibrate([str(run_dir)], "chair", CalibrationConfig())
+        det = train_detector([str(run_dir)], "chair", DetectorConfig(n_bootstrap=200))
+        det.write(out / "detector")
+        summary["detector"] = {k: {"cv_auroc": v.cv_auroc, "cv_ci": list(v.cv_ci), "n_features": len(v.features)}
+                               for k, v in det.feature_sets.items()}
+        summary["files"]["detector"] = str(out / "detector" / "detector.json")
+    except SaliencyLabError as exc:
+        log.skip("detector", str(exc))
+    try:
+        cal = calibrate([str(run_dir)], "chair", CalibrationConfig(score="auto", n_bootstrap=200))
     except SaliencyLabError as exc:
         log.skip("calibration", str(exc))
         return None
     cal.write(out / "calibration")
-    summary["calibration"] = {"recommended": cal.recommended, "metrics": cal.recommended_metrics,
-                              "within_budget": cal.within_budget}
+    summary["calibration"] = {"recommended": cal.recommended, "reason": cal.reason, "score": cal.score,
+                              "reject": cal.reject, "metrics": cal.recommended_metrics,
+                              "within_budget": cal.within_budget, "n_settings": cal.grid.height}
     summary["files"]["calibration"] = str(out / "calibration" / "calibration.json")
-    return cal.recommended
+    rec = cal.recommended
+    if rec is None or (rec["score"], rec["reject"]) != ("out_mean", "low"):
+        return None
+    return {k: rec[k] for k in ("alpha", "window", "layers")}
 
 
 def _partner_split(run_dir: Path, score: str) -> dict:
@@ -301,14 +325,42 @@ def format_findings(summary: dict) -> list[str]:
                      f"(n={k['partner_correct_n']}); other objects hallucinated {_f(k['other_halluc_mean'])} "
                      f"(n={k['other_halluc_n']}) vs correct {_f(k['other_correct_mean'])} "
                      f"(n={k['other_correct_n']})")
-    cal = summary.get("calibration")
-    if cal:
-        rec = cal["recommended"]
-        lines.append(f"SGRS calibration: alpha {rec['alpha']}, W {rec['window']}, layers {rec['layers']} "
-                     f"(recall {_f(cal['metrics'].get('recall'))}, false rejections "
-                     f"{_f(cal['metrics'].get('false_rejection_rate'))})")
+    lines += _score_findings(summary)
     for note in summary.get("notes", []):
         lines.append(f"note: {note}")
+    return lines
+
+
+def _score_findings(summary: dict) -> list[str]:
+    """Best score (by distance of its step-controlled AUROC from 0.5), detector per feature set, calibration."""
+    lines = []
+    rows = [r for r in summary.get("separation") or [] if r["score"] != "step" and r["controlled_auroc"] is not None]
+    rows = [r for r in rows if r["controlled_auroc"] == r["controlled_auroc"]]  # drop NaN
+    if rows:
+        b = max(rows, key=lambda r: abs(r["controlled_auroc"] - 0.5))
+        c, p = b["controlled_ci"], b["pooled_ci"]
+        lines.append(f"best score: {b['score']}, step-controlled AUROC {_f(b['controlled_auroc'])} "
+                     f"[{_f(c[0])}, {_f(c[1])}] (pooled {_f(b['pooled_auroc'])} [{_f(p[0])}, {_f(p[1])}]; step "
+                     f"alone {_f(b['step_auroc'])}; AUROC = P(hallucinated scores lower))")
+        n_warn = sum(len(r["warnings"]) for r in summary["separation"])
+        if n_warn:
+            lines.append(f"  {n_warn} position warning(s); see analysis/analysis.json (warnings)")
+    det = summary.get("detector")
+    if det:
+        lines.append("detector CV AUROC: " + "  ".join(
+            f"{k} {_f(v['cv_auroc'])} [{_f(v['cv_ci'][0])}, {_f(v['cv_ci'][1])}]" for k, v in det.items()))
+    cal = summary.get("calibration")
+    if cal:
+        rec = cal.get("recommended")
+        if rec:
+            lines.append(f"SGRS calibration (auto, {cal.get('n_settings')} settings): {rec['score']} reject "
+                         f"{rec['reject']}, alpha {rec['alpha']}, W {rec['window']}, layers {rec['layers']} (recall "
+                         f"{_f(cal['metrics'].get('recall'))}, false rejections "
+                         f"{_f(cal['metrics'].get('false_rejection_rate'))})")
+        else:
+            why = (cal.get("reason") or "").split(":")[0]
+            lines.append(f"SGRS calibration (auto, {cal.get('n_settings')} settings): no recommendation ({why}); "
+                         "the SGRS run uses the paper's defaults")
     return lines
 
 

@@ -40,6 +40,7 @@ from saliency_lab.analysis.stats import (
     auroc_low,
     cluster_bootstrap,
     compare_groups,
+    stratified_auroc,
 )
 from saliency_lab.errors import SaliencyLabError
 from saliency_lab.store.catalog import Catalog, open_catalog
@@ -53,7 +54,7 @@ LAYER_SCHEMA = {"run_id": pl.String, "measure": pl.String, "layer": pl.Int16, "n
                 "n_halluc": pl.Int64, "mean_correct": pl.Float64, "mean_halluc": pl.Float64,
                 "cohen_d": pl.Float64, "auroc": pl.Float64, "auroc_ci_low": pl.Float64,
                 "auroc_ci_high": pl.Float64, "welch_t": pl.Float64, "welch_p": pl.Float64,
-                "p_adjusted": pl.Float64, "significant": pl.Boolean}
+                "p_adjusted": pl.Float64, "significant": pl.Boolean, "auroc_controlled": pl.Float64}
 
 
 def _layers_param(layers: list[int] | None) -> str:
@@ -157,7 +158,10 @@ def _layer_profile(layers_df: pl.DataFrame, measures: list[str], cfg: AnalysisCo
                 block.append({"run_id": run_id, "measure": m, "layer": int(layer),
                               **{k: st[k] for k in ("n_correct", "n_halluc", "mean_correct", "mean_halluc",
                                                     "cohen_d", "auroc", "welch_t", "welch_p")},
-                              "auroc_ci_low": lo, "auroc_ci_high": hi})
+                              "auroc_ci_low": lo, "auroc_ci_high": hi,
+                              # pairs within a step stratum only (analysis.separation), per layer
+                              "auroc_controlled": stratified_auroc(
+                                  x, y, sub["step"].cast(pl.Int64).to_numpy() // cfg.step_bin)})
                 for lab, key in ((0, "correct"), (1, "halluc")):
                     mean_rows.append({"run_id": run_id, "measure": m, "layer": int(layer), "label": lab,
                                       "n": st[f"n_{key}"], "mean": st[f"mean_{key}"],
@@ -247,6 +251,11 @@ def _default_layer_sets(cat: Catalog) -> list[tuple[str, list[int]]]:
     return out
 
 
+def _labeled_samples(counts: GroupCounts) -> int:
+    keys = [k[(h + c) > 0] for k, h, c in zip(counts.sample_keys, counts.h_tot, counts.c_tot, strict=True)]
+    return len(np.unique(np.concatenate(keys))) if keys else 0
+
+
 def calibrate(runs: RunsArg, labels: str, config: CalibrationConfig | None = None) -> CalibrationResult:
     """Grid search of the SGRS score, rejection direction, alpha, W and target layers by offline replay (all
     runs pooled); recommends a setting only when it beats chance (calibration.verdict)."""
@@ -290,6 +299,11 @@ def calibrate(runs: RunsArg, labels: str, config: CalibrationConfig | None = Non
         raise SaliencyLabError(f"labelset {labels!r}: no labeled tokens with a score in these runs; "
                                "calibration needs both hallucinated and correct labeled tokens")
     best, reason = verdict(grid, cfg.budget)
+    n_samples = _labeled_samples(counts)
+    if n_samples < cfg.min_samples:
+        best, reason = None, (f"too few samples to tell a setting from chance: {n_samples} samples hold labeled "
+                              f"tokens, the bootstrap bound needs at least {cfg.min_samples} (min_samples); "
+                              "label more samples")
     recommended = metrics = None
     if best is not None:
         recommended = {"alpha": float(best["alpha"]), "window": int(best["window"]),

@@ -273,11 +273,11 @@ def verdict(grid: pl.DataFrame, budget: float) -> tuple[dict | None, str]:
     if g.height == 0:
         return None, "no setting has both hallucinated and correct labeled tokens with a score"
     ok = g.filter(pl.col("recommendable"))
-    best_any = g.sort("diff_lower", descending=True, nulls_last=True).row(0, named=True)
+    best_any = g.sort(["diff", "diff_lower"], descending=True, nulls_last=True).row(0, named=True)
     if ok.height == 0:
         return None, (f"no setting beats chance: none of the {g.height} settings rejects hallucinated tokens "
                       f"more often than correct ones with the simultaneous 95% lower bound of recall - false "
-                      f"rejection above 0 (best: {_describe(best_any)})")
+                      f"rejection above 0 (largest difference: {_describe(best_any)})")
     row, within = recommend(ok, budget)
     if row is None or not within:
         low = ok.sort("false_rejection_rate").row(0, named=True)

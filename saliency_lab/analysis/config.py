@@ -86,6 +86,9 @@ class CalibrationConfig:
     first_subtoken_only: bool = False
     n_bootstrap: int = 1000  # sample resamples for the bound on recall - false rejection
     seed: int = 0
+    # fewer samples holding labeled tokens than this: no recommendation (a bootstrap over a handful of
+    # samples understates the uncertainty, and the best of thousands of settings then looks significant)
+    min_samples: int = 20
 
     @property
     def scores(self) -> list[str]:

@@ -13,9 +13,12 @@ and layer, named `score@L<layer>`):
 The probe is scikit-learn's L2-regularized LogisticRegression on standardized features (missing values
 imputed with the training mean). Cross-validation is GroupKFold over samples, grouped by image_id when the
 samples carry one (captions of one image never sit on both sides of a split) and by (run, sample)
-otherwise. The CV AUROC is computed on the pooled out-of-fold probabilities (higher = hallucinated, so 0.5
-is chance and 1 is perfect), with a 95% percentile bootstrap interval that resamples the groups. The model
-written to detector.json is refitted on all tokens.
+otherwise. The CV AUROC is P(probability of a hallucinated token > that of a correct one), ties half (0.5 =
+chance, 1 = perfect), with pairs compared within a test fold only: the folds' AUROCs weighted by the pairs
+they hold (pooling the folds' probabilities would mix models with different intercepts, which pulls the
+AUROC below 0.5 on pure noise). Its 95% interval is a percentile bootstrap that resamples the groups; it
+covers the sampling of the evaluated tokens given the fold models, not the refitting. The model written to
+detector.json is refitted on all tokens.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import polars as pl
 
 from saliency_lab.analysis.api import check_labelset
 from saliency_lab.analysis.results import jsonable
-from saliency_lab.analysis.stats import auroc_low_weighted, cluster_ci_of
+from saliency_lab.analysis.stats import cluster_ci_of, stratified_auroc_weighted
 from saliency_lab.errors import SaliencyLabError
 from saliency_lab.store.catalog import open_catalog
 
@@ -241,17 +244,30 @@ def _fit_one(
 
     n_folds = min(cfg.n_splits, len(np.unique(groups)))
     oof = np.full(len(y), np.nan)
-    for tr, te in GroupKFold(n_splits=n_folds).split(x, y, groups):
+    fold = np.full(len(y), -1)
+    for k, (tr, te) in enumerate(GroupKFold(n_splits=n_folds).split(x, y, groups)):
         if len(np.unique(y[tr])) < 2:
             continue  # a fold whose training part lacks a label cannot be fitted; its tokens stay unscored
         oof[te] = model().fit(x[tr], y[tr]).predict_proba(x[te])[:, 1]
+        fold[te] = k
     ok = ~np.isnan(oof)
-    if ok.sum() and len(np.unique(y[ok])) == 2:
-        auc = float(roc_auc_score(y[ok], oof[ok]))
-        # auroc_low of -p is P(p_halluc > p_correct): the same AUROC, with the group bootstrap of stats
-        ci = cluster_ci_of(auroc_low_weighted, -oof[ok], y[ok], groups[ok], cfg.n_bootstrap, cfg.seed)
-    else:
-        auc, ci = math.nan, (math.nan, math.nan)
+    # Pairs are compared within a fold only (each fold's AUROC, weighted by its pairs): pooling the folds'
+    # probabilities would mix models with different intercepts, which biases the AUROC below 0.5 on noise.
+    # -p makes stats' "hallucinated lower" AUROC the usual P(p_halluc > p_correct).
+    folds = [k for k in np.unique(fold[ok]) if len(np.unique(y[fold == k])) == 2]
+    pairs = np.array([(y[fold == k] == 1).sum() * (y[fold == k] == 0).sum() for k in folds], dtype=float)
+    aucs = np.array([roc_auc_score(y[fold == k], oof[fold == k]) for k in folds])
+    auc = float((aucs * pairs).sum() / pairs.sum()) if folds else math.nan
+
+    def within_folds(v: np.ndarray, yy: np.ndarray, w: np.ndarray) -> np.ndarray:
+        # the same estimator on weighted resamples (stats: "hallucinated lower" AUROC of -p)
+        return stratified_auroc_weighted(v, yy, fold[ok], w)
+
+    ci = (
+        cluster_ci_of(within_folds, -oof[ok], y[ok], groups[ok], cfg.n_bootstrap, cfg.seed)
+        if folds
+        else (math.nan, math.nan)
+    )
     full = model().fit(x, y)
     imp, sc, lr = full.steps[0][1], full.steps[1][1], full.steps[2][1]
     return FeatureSetResult(

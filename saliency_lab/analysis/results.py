@@ -7,7 +7,7 @@ label_means    run_id, measure, layer (null = the target-layer token score), lab
 curve          run_id, measure, bin (0-based), lo, hi, n, n_halluc, rate, ci_low, ci_high (Wilson 95%)
 layer_profile  run_id, measure, layer, n_correct, n_halluc, mean_correct, mean_halluc, cohen_d, auroc,
                auroc_ci_low, auroc_ci_high (95% percentile bootstrap over samples; NaN with n_bootstrap 0),
-               welch_t, welch_p, p_adjusted, significant
+               welch_t, welch_p, p_adjusted, significant, auroc_controlled (pairs within a step stratum)
 failures       run_id, kind ('high_score_hallucination' | 'low_score_correct'), rank, sample_id, step,
                token_text, object, label, score, step_mean / step_z / step_n (the score's mean over every
                token of that run and step, the token's z-score against them, how many; ranking uses step_z),

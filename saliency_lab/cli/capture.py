@@ -121,8 +121,16 @@ def read_calibration(path: Path) -> dict[str, Any]:
                                "`saliency-lab calibrate`") from None
     rec = doc.get("recommended") if isinstance(doc, dict) else None
     if not isinstance(rec, dict):
-        raise SaliencyLabError(f"{where}: no \"recommended\" object; pass the calibration.json written by "
-                               "`saliency-lab calibrate`")
+        why = doc.get("reason") if isinstance(doc, dict) else None
+        raise SaliencyLabError(f"{where}: no \"recommended\" object" + (f" ({why})" if why else "")
+                               + "; pass the calibration.json written by `saliency-lab calibrate`, or set "
+                                 "--sgrs-alpha / --sgrs-window yourself")
+    # Until the decoder takes other scores (--sgrs-score), a setting calibrated for another score or
+    # direction must not be applied to the out_mean / reject-low rule: its alpha means something else there.
+    if rec.get("score", "out_mean") != "out_mean" or rec.get("reject", "low") != "low":
+        raise SaliencyLabError(f"{where}: the recommendation is for score {rec.get('score')} reject "
+                               f"{rec.get('reject')}, but SGRS decodes with out_mean reject low; calibrate with "
+                               "--score out_mean --reject low, or set --sgrs-alpha / --sgrs-window yourself")
     out: dict[str, Any] = {}
     if rec.get("alpha") is not None:
         if not isinstance(rec["alpha"], (int, float)) or isinstance(rec["alpha"], bool):

@@ -74,7 +74,7 @@ def parse_scores(
         for n in names:
             if n not in choices:
                 raise SaliencyLabError(
-                    f"{where} {name}: unknown score; choose from {', '.join(choices)} "
+                    f"{where} {name}: unknown score; choose one of {', '.join(choices)} "
                     "or all (comma-separate several)"
                 )
             if n not in out:

@@ -29,6 +29,14 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
         assert k["partner_halluc_n"] + k["other_halluc_n"] == sal["n_halluc"]
         assert k["partner_correct_n"] + k["other_correct_n"] == sal["n_correct"]
         assert "by kind: partner words" in printed
+        # every score with position control, the detector and `calibrate --score auto` ran on the demo
+        assert {r["score"] for r in summary["separation"]} >= {"out_mean", "source_share", "step"}
+        assert "best score:" in printed and "step-controlled AUROC" in printed
+        assert set(summary["detector"]) == {"position", "attention", "saliency", "all"}
+        assert "detector CV AUROC: position" in printed
+        cal = json.loads((out / "calibration" / "calibration.json").read_text())
+        assert {"recommended", "reason", "score", "reject"} <= set(cal) and cal["reason"]
+        assert len(cal["grid"]) == summary["calibration"]["n_settings"] and "SGRS calibration (auto" in printed
     # SGRS and its control (top-K sampling, same K and seed) both ran and were labelled
     assert {"sample", "sgrs", "locore"} <= set(summary["runs"])
     assert summary["runs"]["sample"]["decoding"]["top_k"] == summary["runs"]["sgrs"]["decoding"]["sgrs"]["k"]

@@ -22,7 +22,8 @@ def read(run_dir: Path, table: str) -> dict[str, np.ndarray]:
 
 def token_scores(run_dir: Path, n_layers: int, layers: list[int] | None = None,
                  normalization: str = "row") -> dict[tuple[str, int], dict[str, float]]:
-    """{(sample_id, step): {out_mean, prev, attn_out}} by plain loops, for the given target layers."""
+    """{(sample_id, step): {score: value}} for every score of the family, by plain loops, for the given target
+    layers (shares: segment sum / (system + image + prompt + output sums) per layer, then the layer mean)."""
     s = read(run_dir, "saliency")
     target = set(layers) if layers else set(range(n_layers // 2, n_layers))
     frob: dict[tuple[str, int], float] = defaultdict(float)
@@ -41,10 +42,26 @@ def token_scores(run_dir: Path, n_layers: int, layers: list[int] | None = None,
         if s["prev"][i] is not None and not np.isnan(s["prev"][i]):
             a["prev"].append(float(s["prev"][i]) / norm)
         a["attn_out"].append(float(s["attn_out_sum"][i]))
+        a["lookback_ratio"].append(1.0 - float(s["attn_out_sum"][i]))
+        seg = {k: float(s[c][i]) for k, c in (("system", "sys_sum"), ("image", "img_sum"),
+                                               ("prompt", "prompt_sum"), ("out", "out_sum"))}
+        total = sum(seg.values())
+        if total > 0:
+            for k, v in seg.items():
+                a[f"{k}_share"].append(v / total)
+            a["source_share"].append((seg["prompt"] + seg["image"]) / total)
+            if s["prev"][i] is not None and not np.isnan(s["prev"][i]):
+                a["prev_share"].append(float(s["prev"][i]) / total)
     out = {}
     for key, a in acc.items():
-        out[key] = {m: (float(np.mean(a[m])) if a[m] else None) for m in ("out_mean", "prev", "attn_out")}
+        out[key] = {m: (float(np.mean(a[m])) if a[m] else None) for m in SCORE_COLUMNS}
+        out[key]["step"] = float(key[1])
     return out
+
+
+#: every score of the family but the step, as the loops above compute them
+SCORE_COLUMNS = ("out_mean", "prev", "out_share", "prev_share", "prompt_share", "image_share", "system_share",
+                 "source_share", "attn_out", "lookback_ratio")
 
 
 def labels(run_dir: Path, labelset: str = "chair") -> dict[tuple[str, int], int]:

@@ -17,6 +17,7 @@ from saliency_lab.cli import analyze as cli_analyze
 from saliency_lab.cli import query as cli_query
 from saliency_lab.errors import SaliencyLabError
 from saliency_lab.store.catalog import open_catalog
+from saliency_lab.store.scores import SCORE_NAMES
 from saliency_lab.store.synthetic import SyntheticSpec, make_run
 
 
@@ -153,6 +154,13 @@ def test_cli_analyze_calibrate_query(two_runs, tmp_path, capsys):
     out = tmp_path / "q.csv"
     assert main(["query", "binned_curve", str(a), "--param", "bins=5", "--out", str(out)]) == 0
     assert pl.read_csv(out).height == 5
+    # any score name, several at once, or all: one block of rows per score (column measure)
+    assert main(["query", "binned_curve", str(a), "--param", "bins=5", "--param", "score=all", "--out", str(out)]) == 0
+    assert pl.read_csv(out)["measure"].unique(maintain_order=True).to_list() == list(SCORE_NAMES)
+    assert main(["query", "layer_profile", str(a), "--param", "score=source_share,prev", "--out", str(out)]) == 0
+    assert set(pl.read_csv(out)["measure"]) == {"source_share", "prev"}
+    with pytest.raises(SaliencyLabError, match="--param score nope: unknown score"):
+        main(["query", "binned_curve", str(a), "--param", "score=out_mean,nope"])
     assert main(["sql", str(a), "SELECT count(*) AS n FROM labels", "--out", str(tmp_path / "n.parquet")]) == 0
     with pytest.raises(SaliencyLabError, match="unknown parameter"):
         main(["query", "failure_cases", str(a), "--param", "bins=5"])

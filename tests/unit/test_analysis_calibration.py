@@ -14,6 +14,7 @@ from _analysis_fixtures import read, token_scores
 
 from saliency_lab.analysis import CalibrationConfig, calibrate
 from saliency_lab.analysis.calibration import ReplayData, history_mean, pareto_mask, recommend, replay
+from saliency_lab.analysis.config import AUTO_SCORES
 from saliency_lab.errors import SaliencyLabError
 from saliency_lab.store.synthetic import SyntheticSpec, make_run
 
@@ -110,7 +111,7 @@ def _python_replay(run, n_layers, layers, alpha, window):
 
 
 def test_calibrate_matches_plain_python_replay(tmp_path):
-    run = make_run(tmp_path, "rc", SyntheticSpec(n_samples=16, n_layers=4, n_candidates=3, seed=7))
+    run = make_run(tmp_path, "rc", SyntheticSpec(n_samples=26, n_layers=4, n_candidates=3, seed=7))
     cfg = CalibrationConfig(alphas=[0.4, 0.6, 0.9], windows=[1, 5])
     res = calibrate([run], "chair", cfg)
     assert res.has_candidates
@@ -126,10 +127,11 @@ def test_calibrate_matches_plain_python_replay(tmp_path):
     paths = res.write(tmp_path / "out")
     doc = json.loads(paths["json"].read_text())
     rec = doc["recommended"]
-    assert set(rec) == {"alpha", "window", "layers"}
+    assert set(rec) == {"alpha", "window", "layers", "score", "reject"}
+    assert (rec["score"], rec["reject"]) == (doc["score"], doc["reject"]) == ("out_mean", "low")
     assert isinstance(rec["alpha"], float) and isinstance(rec["window"], int)
     assert all(isinstance(x, int) for x in rec["layers"])
-    best = res.grid.filter(pl.col("false_rejection_rate") <= 0.1)["recall"].max()
+    best = res.grid.filter((pl.col("false_rejection_rate") <= 0.1) & pl.col("recommendable"))["recall"].max()
     assert doc["recommended_metrics"]["recall"] == pytest.approx(best)
     assert doc["frontier"] and all(r["on_frontier"] for r in doc["frontier"])
 
@@ -140,3 +142,104 @@ def test_calibrate_errors(tmp_path):
         calibrate([run], "pope")
     with pytest.raises(SaliencyLabError, match="windows"):
         calibrate([run], "chair", CalibrationConfig(windows=[0]))
+
+
+def test_replay_reject_high_by_hand():
+    d = ReplayData.from_frames(TOKENS)
+    # W=1, alpha=1.5, reject when score > tau: A2 tau 1.5 (keep .5), A3 tau .75 (keep .2), A4 tau .3 (reject .9,
+    # correct); B2 tau .15 (reject .8, correct). A1 and B1 have no history: never rejected when rejecting high.
+    m = replay(d, 1.5, 1, reject="high")
+    assert (m["recall"], m["false_rejection_rate"]) == (0.0, pytest.approx(2 / 3))
+    # with candidates the passing test flips too: A2 (tau .15 at alpha .15, W 1) rejects .5; candidates .55, .7,
+    # .9 all exceed tau -> none passes, 2 extra draws (R - 1) and SGRS falls back
+    dc = ReplayData.from_frames(TOKENS, CANDS)
+    mc = replay(dc, 0.15, 1, max_resample=3, reject="high")
+    assert mc["all_below_rate"] == pytest.approx(1.0)  # A2 and A3 (tau .075: .1 .2 .3 all above) fall back
+
+
+def _bounds_by_loops(h_rej, c_rej, h_tot, c_tot, n_boot, seed):
+    """recall - false rejection per setting and the max-t lower bound, by plain loops over resamples."""
+    rng = np.random.default_rng(seed)
+    n_s, n_g = len(h_rej), len(h_rej[0])
+    diff = [sum(h_rej[s]) / sum(h_tot[s]) - sum(c_rej[s]) / sum(c_tot[s]) for s in range(n_s)]
+    boot = []
+    for _ in range(n_boot):
+        pick = rng.integers(0, n_g, n_g)
+        boot.append([sum(h_rej[s][g] for g in pick) / sum(h_tot[s][g] for g in pick)
+                     - sum(c_rej[s][g] for g in pick) / sum(c_tot[s][g] for g in pick) for s in range(n_s)])
+    boot = np.array(boot)
+    sd = boot.std(axis=0)
+    q = np.percentile(((boot - np.array(diff)) / sd).max(axis=1), 95)
+    return np.array(diff), np.array(diff) - q * sd
+
+
+def test_difference_bounds_match_loops():
+    from saliency_lab.analysis.calibration import GroupCounts, difference_bounds
+
+    rng = np.random.default_rng(2)
+    n_g = 12
+    h_tot = rng.integers(1, 5, n_g)
+    c_tot = rng.integers(2, 9, n_g)
+    counts = GroupCounts()
+    for _ in range(3):
+        counts.h_rej.append(rng.binomial(h_tot, 0.5))
+        counts.c_rej.append(rng.binomial(c_tot, 0.3))
+        counts.h_tot.append(h_tot)
+        counts.c_tot.append(c_tot)
+        counts.sample_keys.append(np.arange(n_g))
+    got = difference_bounds(counts, 300, seed=4)
+    diff, lower = _bounds_by_loops(counts.h_rej, counts.c_rej, counts.h_tot, counts.c_tot, 300, 4)
+    assert np.allclose(got["diff"], diff) and np.allclose(got["lower"], lower)
+    assert (got["ci_low"] <= got["diff"]).all() and (got["diff"] <= got["ci_high"]).all()
+
+
+def test_calibration_says_no_when_nothing_beats_chance(tmp_path, capsys):
+    from saliency_lab.cli import main
+
+    # effect 0: no score carries the label (the synthetic attention keeps a small planted effect, so the
+    # scores searched are the saliency ones)
+    run = make_run(tmp_path, "null", SyntheticSpec(n_samples=40, n_layers=4, effect=0.0, seed=6))
+    out = tmp_path / "cal"
+    assert main(["calibrate", str(run), "--labels", "chair", "--out", str(out), "--score",
+                 "out_mean,prev,out_share,prompt_share", "--reject", "both", "--alphas", "0.4,0.8,1.2,1.6",
+                 "--windows", "1,3,5", "--n-bootstrap", "300"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("recommended: none. no setting beats chance")
+    assert len([x for x in printed.splitlines() if x.startswith("recommended")]) == 1
+    doc = json.loads((out / "calibration.json").read_text())
+    assert doc["recommended"] is None and doc["score"] is None and doc["reject"] is None
+    assert doc["reason"].startswith("no setting beats chance")
+    grid = pl.read_parquet(out / "calibration_grid.parquet")
+    assert grid.height == 4 * 2 * 4 * 3 * 3 and not grid["recommendable"].any()  # every setting kept
+    assert set(grid["reject"]) == {"low", "high"} and grid["on_frontier"].any()
+
+
+def test_auto_finds_the_planted_score_and_direction(tmp_path):
+    run = make_run(tmp_path, "eff", SyntheticSpec(n_samples=40, n_layers=4, effect=0.3, n_candidates=3, seed=8))
+    res = calibrate([run], "chair", CalibrationConfig(score="auto", n_bootstrap=300))
+    assert res.recommended is not None and res.reject == "low" and res.score in ("out_mean", "prev")
+    m = res.recommended_metrics
+    assert m["recall"] > m["false_rejection_rate"] and m["diff_lower"] > 0 and m["false_rejection_rate"] <= 0.1
+    assert set(res.grid["score"]) == set(AUTO_SCORES) and "step" not in set(res.grid["score"])
+    # candidates carry only out_mean and prev: the shares replay without them
+    used = dict(res.grid.group_by("score").agg(pl.col("candidates_used").all()).iter_rows())
+    assert used["out_mean"] and used["prev"] and not used["prompt_share"]
+    few = calibrate([run], "chair", CalibrationConfig(score="out_mean", n_bootstrap=100, min_samples=100))
+    assert few.recommended is None and few.reason.startswith("too few samples")
+
+
+def test_capture_refuses_a_calibration_without_a_usable_recommendation(tmp_path):
+    from saliency_lab.decoding.calibration_file import load_calibration
+
+    p = tmp_path / "calibration.json"
+    p.write_text(json.dumps({"recommended": None, "reason": "no setting beats chance: (details)",
+                             "score": None, "reject": None}))
+    with pytest.raises(SaliencyLabError, match=r"no \"recommended\" object \(no setting beats chance"):
+        load_calibration(p)
+    p.write_text(json.dumps({"recommended": {"alpha": 0.4, "window": 3, "layers": [1], "score": "source_share",
+                                             "reject": "low"}}))
+    with pytest.raises(SaliencyLabError, match="for score source_share reject low"):
+        load_calibration(p)
+    p.write_text(json.dumps({"recommended": {"alpha": 0.4, "window": 3, "layers": [1], "score": "out_mean",
+                                             "reject": "low"}}))
+    assert load_calibration(p) == {"alpha": 0.4, "window": 3, "layers": [1]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -13,6 +14,7 @@ from scipy import stats as sps
 from statsmodels.stats.proportion import proportion_confint
 
 from saliency_lab.store.catalog import open_catalog
+from saliency_lab.store.scores import SCORE_NAMES
 from saliency_lab.store.sqlfiles import list_queries
 from saliency_lab.store.synthetic import SyntheticSpec, make_run
 from saliency_lab.store.writer import write_part_atomic
@@ -125,13 +127,16 @@ def test_label_means_and_failure_cases(run):
     sc = token_scores(run, 4)
     t = read(run, "tokens")
     lab = pq.read_table(run / "labels" / "chair.parquet").to_pydict()
-    for label in (0, 1):
-        vals = [sc[(s, st)]["out_mean"] for s, st, lb in zip(lab["sample_id"], lab["step"], lab["label"],
-                                                             strict=True)
-                if lb == label and sc[(s, st)]["out_mean"] is not None]
-        row = means.filter(means["label"] == label).row(0, named=True)
-        assert row["out_mean_mean"] == pytest.approx(np.mean(vals))
-        assert row["out_mean_sd"] == pytest.approx(np.std(vals, ddof=1))
+    assert means["measure"].unique(maintain_order=True).to_list() == list(SCORE_NAMES)  # default: all
+    for score in SCORE_NAMES:
+        for label in (0, 1):
+            vals = [sc[(s, st)][score] for s, st, lb in zip(lab["sample_id"], lab["step"], lab["label"],
+                                                            strict=True)
+                    if lb == label and sc[(s, st)][score] is not None]
+            row = means.filter((means["label"] == label) & (means["measure"] == score)).row(0, named=True)
+            assert row["mean"] == pytest.approx(np.mean(vals)), score
+            assert row["sd"] == pytest.approx(np.std(vals, ddof=1)), score
+            assert row["n"] == len(vals) and row["step_lo"] is None
     assert cases.height == 6
     hi = cases.filter(cases["kind"] == "high_score_hallucination")
     z = [v for v in hi["step_z"].to_list() if v is not None]
@@ -187,3 +192,56 @@ def test_failure_cases_are_position_controlled(run):
             assert row["step_z"] == pytest.approx((row["score"] - np.mean(same)) / np.std(same, ddof=1))
         else:
             assert row["step_z"] is None
+
+
+def test_label_means_per_step_band_and_score_lists(run):
+    with open_catalog([run]) as cat:
+        means = cat.query("label_means", {"score": "prompt_share,out_mean", "step_band": "5"})
+    sc = token_scores(run, 4)
+    lab = pq.read_table(run / "labels" / "chair.parquet").to_pydict()
+    assert means["measure"].unique(maintain_order=True).to_list() == ["prompt_share", "out_mean"]
+    for row in means.iter_rows(named=True):
+        vals = [sc[(s, st)][row["measure"]] for s, st, lb in zip(lab["sample_id"], lab["step"], lab["label"],
+                                                                 strict=True)
+                if lb == row["label"] and row["step_lo"] <= st < row["step_hi"]
+                and sc[(s, st)][row["measure"]] is not None]
+        assert row["step_hi"] - row["step_lo"] == 5 and row["step_lo"] % 5 == 0
+        assert row["n"] == len(vals)
+        if vals:
+            assert row["mean"] == pytest.approx(np.mean(vals))
+
+
+def test_token_scores_returns_every_score_of_the_registry(run):
+    """The Python registry and the SQL agree: token_scores() has one column per score and pick_score takes
+    every name, giving the column's value; the values match the plain loops of the fixtures."""
+    sc = token_scores(run, 4)
+    with open_catalog([run]) as cat:
+        df = cat.sql("SELECT * FROM token_scores()").pl()
+        cols = set(df.columns) - {"run_id", "sample_id", "n_layers"}
+        assert cols == set(SCORE_NAMES)
+        for name in SCORE_NAMES:
+            picked = cat.sql(f"SELECT pick_score('{name}', t) AS v, t.{name} AS c FROM token_scores() t").pl()
+            assert picked["v"].cast(pl.Float64).fill_null(-1).to_list() == \
+                picked["c"].cast(pl.Float64).fill_null(-1).to_list(), name
+        assert cat.sql("SELECT pick_score('nope', t) AS v FROM token_scores() t LIMIT 1").fetchall()[0][0] is None
+    for row in df.iter_rows(named=True):
+        want = sc[(row["sample_id"], row["step"])]
+        for name in SCORE_NAMES:
+            if want[name] is None:
+                assert row[name] is None or np.isnan(row[name]), name
+            else:
+                assert row[name] == pytest.approx(want[name], rel=1e-5, abs=1e-7), name
+    shares = df.select(pl.sum_horizontal("out_share", "prompt_share", "image_share", "system_share")).to_series()
+    assert np.allclose(shares.to_numpy(), 1.0)  # the four segments partition the recorded row
+
+
+def test_candidate_flags_of_the_registry_match_candidate_scores(tmp_path):
+    from saliency_lab.store.scores import SCORES
+
+    run = make_run(tmp_path, "cand", SyntheticSpec(n_samples=4, n_layers=2, n_candidates=2, seed=1))
+    with open_catalog([run]) as cat:
+        df = cat.sql("SELECT * FROM candidate_scores() WHERE step >= 1").pl()
+    for name, info in SCORES.items():
+        if name == "step":
+            continue  # a key of every row; the registry keeps it out of SGRS (all candidates share it)
+        assert (df[name].null_count() == 0) == info.candidates, name
