@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 from saliency_lab.analysis.curves import binned_curve, curve_frame
@@ -184,13 +183,3 @@ def position_section(
         )
     sec.table(t)
     return sec
-
-
-def step_z_summary(controlled: pl.DataFrame | None) -> dict[str, float]:
-    """Share of labeled tokens that got a z-score, per run (steps too rare for one are left out)."""
-    if controlled is None or controlled.height == 0:
-        return {}
-    out = {}
-    for (rid,), sub in controlled.group_by(["run_id"]):
-        out[str(rid)] = float(np.mean(sub["step_z"].is_not_null().to_numpy()))
-    return out
