@@ -34,18 +34,24 @@ def spec(chart: alt.TopLevelMixin) -> dict[str, Any]:
     return chart.to_dict(validate=True)
 
 
-def curve_chart(curve: pl.DataFrame, title: str, x_title: str, width: int = 380) -> alt.LayerChart:
-    """Fig. 8b: hallucination rate per score bin with Wilson 95% intervals, one colour per run; a horizontal
-    bar spans each bin's edges (quantile bins differ in width). Empty bins are not drawn."""
-    data = curve.with_columns(((pl.col("lo") + pl.col("hi")) / 2).alias("mid")).filter(pl.col("n") > 0)
-    x = alt.X("mid:Q", title=x_title, scale=alt.Scale(zero=False, nice=False))
+def curve_chart(curve: pl.DataFrame, title: str, x_title: str, width: int = 380,
+                quantile: bool = False) -> alt.LayerChart:
+    """Fig. 8b: hallucination rate per score bin with Wilson 95% intervals, one colour per run. Equal-width
+    bins sit at their centre on the score axis, a horizontal bar spanning the bin; quantile bins (equal token
+    counts, edges differ per run) sit at their quantile, so a skewed score does not crowd them into one corner
+    (edges in the tooltip and the table). Empty bins are not drawn."""
+    nb = pl.col("bin").max().over("run_id") + 1
+    data = curve.filter(pl.col("n") > 0).with_columns(
+        ((pl.col("lo") + pl.col("hi")) / 2).alias("mid"), ((pl.col("bin") + 0.5) / nb).alias("quantile"))
+    x = (alt.X("quantile:Q", title=x_title, scale=alt.Scale(domain=[0, 1])) if quantile
+         else alt.X("mid:Q", title=x_title, scale=alt.Scale(zero=False, nice=False)))
     base = alt.Chart(_data(data)).encode(
         x=x,
         color=alt.Color("run_id:N", title="run"),
         tooltip=[
             alt.Tooltip("run_id:N", title="run"),
-            alt.Tooltip("lo:Q", format=".4f", title="bin from"),
-            alt.Tooltip("hi:Q", format=".4f", title="bin to"),
+            alt.Tooltip("lo:Q", format=".4g", title="bin from"),
+            alt.Tooltip("hi:Q", format=".4g", title="bin to"),
             alt.Tooltip("n:Q", title="tokens"),
             alt.Tooltip("n_halluc:Q", title="hallucinated"),
             alt.Tooltip("rate:Q", format=".3f"),
@@ -54,11 +60,13 @@ def curve_chart(curve: pl.DataFrame, title: str, x_title: str, width: int = 380)
         ],
     )
     y = alt.Y("rate:Q", title="P(hallucinated)", scale=alt.Scale(domain=[0, 1]))
-    line = base.mark_line(point=True).encode(y=y)
-    edges = base.mark_rule(strokeWidth=2, opacity=0.5).encode(x=alt.X("lo:Q", title=x_title), x2="hi:Q", y=y)
-    bars = base.mark_errorbar(ticks=True).encode(y=alt.Y("ci_low:Q", title="P(hallucinated)"),
-                                                 y2=alt.Y2("ci_high:Q"))
-    return alt.layer(bars, edges, line).properties(title=title, width=width, height=260)
+    parts: list[Any] = [base.mark_errorbar(ticks=True).encode(y=alt.Y("ci_low:Q", title="P(hallucinated)"),
+                                                              y2=alt.Y2("ci_high:Q"))]
+    if not quantile:
+        parts.append(base.mark_rule(strokeWidth=2, opacity=0.5).encode(x=alt.X("lo:Q", title=x_title), x2="hi:Q",
+                                                                       y=y))
+    parts.append(base.mark_line(point=True).encode(y=y))
+    return alt.layer(*parts).properties(title=title, width=width, height=260)
 
 
 def step_rate_chart(profile: pl.DataFrame, title: str, width: int = 380) -> alt.LayerChart:

@@ -46,7 +46,8 @@ def curve_section(
         "curve",
         "Hallucination rate by score bin (Fig. 8b)",
         intro=f"Tokens in {BINNING_TEXT.get(binning, binning)}; each point is the share of hallucinated "
-        "tokens in a bin with its Wilson 95% interval, the horizontal bar spans the bin's edges. "
+        "tokens in a bin with its Wilson 95% interval (quantile bins are drawn at their quantile, "
+        "equal-width bins at their centre with a bar spanning the bin). "
         "Left: pooled over all steps (the paper's figure). Right: step-controlled, the same tokens "
         "binned by their score's z-score against every token generated at the same step, so a "
         "slope that comes from position alone flattens there. Empty bins are not drawn.",
@@ -55,37 +56,36 @@ def curve_section(
         sec.needs = missing
         return sec
     curve = result.curve.filter(pl.col("n") > 0)
-    items = [
-        charts.add(
-            f"curve {score}",
-            ch.curve_chart(
-                curve.filter(pl.col("measure") == score), f"Pooled: {measure_title(score)}", f"{score} (bin)"
-            ),
-        )
-    ]
+    q = binning == "quantile"
+
+    def x_title(name: str) -> str:
+        return f"quantile of {name} (bin centre; edges in the table)" if q else f"{name} (bin)"
+
+    pooled = ch.curve_chart(
+        curve.filter(pl.col("measure") == score),
+        f"Pooled: {measure_title(score)}",
+        x_title(score),
+        quantile=q,
+    )
+    items = [charts.add(f"curve {score}", pooled)]
     if controlled is not None and controlled.height:
-        items.append(
-            charts.add(
-                f"curve {score} step-controlled",
-                ch.curve_chart(
-                    controlled, f"Step-controlled: {score}", f"{score} z-score within its step (bin)"
-                ),
-            )
+        ctl = ch.curve_chart(
+            controlled, f"Step-controlled: {score}", x_title(f"{score} z within its step"), quantile=True
         )
+        items.append(charts.add(f"curve {score} step-controlled", ctl))
     sec.blocks.append(charts.row(items))
     others = [m for m in _measures(curve, score) if m != score]
     if others:
-        sec.blocks.append(
-            charts.row(
-                [
-                    charts.add(
-                        f"curve {m}",
-                        ch.curve_chart(curve.filter(pl.col("measure") == m), measure_title(m), f"{m} (bin)"),
-                    )
-                    for m in others
-                ]
+        sub = [
+            charts.add(
+                f"curve {m}",
+                ch.curve_chart(
+                    curve.filter(pl.col("measure") == m), measure_title(m), x_title(m), quantile=q
+                ),
             )
-        )
+            for m in others
+        ]
+        sec.blocks.append(charts.row(sub))
     sec.table(
         _bins_table(
             "curve", f"Bins of the token score ({score}), pooled", curve.filter(pl.col("measure") == score)
