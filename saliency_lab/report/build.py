@@ -42,7 +42,7 @@ from saliency_lab.report.sections_stats import (
     means_section,
 )
 from saliency_lab.report.separation import family_separation, rows_of, separation_section
-from saliency_lab.report.summary import Part, interventions_section, summary_section
+from saliency_lab.report.summary import Part, interventions_section, outcome_details, summary_section
 
 
 def _expand(runs: Sequence[str | Path] | str | Path) -> list[Path]:
@@ -141,8 +141,9 @@ def build_report(runs: Sequence[str | Path] | str | Path, out_html: str | Path,
                                int(cfg.image_budget_mb * 1e6), cfg.image_px) if cfg.explorer else None)
     pairs = pairings(data, read_sgrs_rates(data), cfg.n_bootstrap)
     det, det_why = detector_view.train(labeled, lset, cfg.n_bootstrap) if result else (None, missing)
+    outcomes = {r.run_id: run_outcome(r, cfg.n_bootstrap) for r in data}
     sections: list[Section] = [
-        summary_section(data, labelset, {r.run_id: run_outcome(r, cfg.n_bootstrap) for r in data}, pairs, rows_of(result),
+        summary_section(data, labelset, outcomes, pairs, rows_of(result),
                         _calibration_verdict(cal, cal_missing),
                         detector_view.sentences(det) if det is not None else None),
         config_section(data),
@@ -157,6 +158,8 @@ def build_report(runs: Sequence[str | Path] | str | Path, out_html: str | Path,
         distributions_section(result, cfg.score, charts, dist, missing),
         layers_section(result, cfg.score, charts, layers_by_run, missing),
     ]
+    if any(o.chair or o.pope for o in outcomes.values()):
+        sections[2].table(outcome_details(outcomes, cfg.n_bootstrap))
     inter = interventions_section(pairs)
     if inter is not None:
         sections.insert(3, inter)

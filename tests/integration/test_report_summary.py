@@ -66,6 +66,7 @@ def test_chair_and_paired_change_by_hand(page):
     for name, run in runs.items():
         chair_i, _ = _chair_by_hand(run)
         assert float(p.values[f"summary|{name}|chair_i"]) == pytest.approx(chair_i, rel=1e-12)
+        assert p.values[f"runs|{name}|chair_i"] == p.values[f"summary|{name}|chair_i"]  # the linked section
     # sgrs vs sample, locore vs base: the same samples, intervention minus control
     for name, ctl in (("sgrs", "sample"), ("locore", "base")):
         _, c1 = _chair_by_hand(runs[name])
