@@ -176,6 +176,21 @@ def score_caption(extractor: ChairExtractor, key: str, image_id: object, caption
     return CaptionResult(key, iid, caption, mentions, sorted(gt), count_words(caption))
 
 
+def hallucinated_by_category(results: Iterable[CaptionResult]) -> dict[str, dict]:
+    """Hallucinated mentions per category, most frequent first, with the words that produced them, so the
+    synonym table's share is visible ("desk" counts as dining table, "people" as person)."""
+    cats: dict[str, dict] = {}
+    for r in results:
+        for m in r.mentions:
+            if m.hallucinated:
+                c = cats.setdefault(m.category, {"n": 0, "words": {}})
+                c["n"] += 1
+                c["words"][m.word] = c["words"].get(m.word, 0) + 1
+    for c in cats.values():
+        c["words"] = dict(sorted(c["words"].items(), key=lambda kv: (-kv[1], kv[0])))
+    return dict(sorted(cats.items(), key=lambda kv: (-kv[1]["n"], kv[0])))
+
+
 def chair_metrics(results: Iterable[CaptionResult]) -> dict:
     """CHAIR_s, CHAIR_i, recall, precision, F1, mean length over caption results."""
     results = list(results)

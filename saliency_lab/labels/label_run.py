@@ -15,6 +15,7 @@ from saliency_lab.labels.chair import (
     CHAIR_CONFIG,
     ChairExtractor,
     chair_metrics,
+    hallucinated_by_category,
     norm_image_id,
     score_caption,
 )
@@ -34,8 +35,10 @@ class LabelResult:
     info: dict
 
 
-def _finish(run: RunData, name: str, rows: LabelRows, source: str, metrics: dict, config: dict) -> LabelResult:
-    info = {"labelset": name, "source": source, "run_id": run.run_id, "metrics": metrics, "config": config}
+def _finish(run: RunData, name: str, rows: LabelRows, source: str, metrics: dict, config: dict,
+            extra: dict | None = None) -> LabelResult:
+    info = {"labelset": name, "source": source, "run_id": run.run_id, "metrics": metrics, "config": config,
+            **(extra or {})}
     pq_path, js_path = write_labelset(run.path, name, rows, info)
     return LabelResult(pq_path, js_path, len(rows), info)
 
@@ -52,10 +55,13 @@ def label_chair(run_dir: str | Path, *, ground_truth: str | None = None, instanc
     results = []
     unjoined = 0
     for sid, s in sorted(run.samples.items()):
-        if s.image_id is None:
-            raise SaliencyLabError(f"{run.path}: sample {sid!r} has no image_id; set image_id in the manifest "
-                                   "(saliency-lab data coco-chair does) and recapture")
-        res = score_caption(extractor, f"sample {sid!r}", s.image_id, s.output_text, gt.objects, gt.source)
+        # text-only runs have no image: their ground truth is keyed by sample_id
+        key = s.image_id if s.image_id is not None else sid
+        if s.image_id is None and norm_image_id(sid) not in gt.objects:
+            raise SaliencyLabError(f"{run.path}: sample {sid!r} has no image_id and the ground truth "
+                                   f"({gt.source}) has no entry for its sample_id; key the ground truth by "
+                                   "sample_id (text-only runs) or set image_id in the manifest and recapture")
+        res = score_caption(extractor, f"sample {sid!r}", key, s.output_text, gt.objects, gt.source)
         results.append(res)
         spans = [SpanLabel(m.start, m.end, int(bool(m.hallucinated)), m.category, i)
                  for i, m in enumerate(res.mentions)]
@@ -68,7 +74,8 @@ def label_chair(run_dir: str | Path, *, ground_truth: str | None = None, instanc
     metrics["n_error_samples_skipped"] = run.n_error_samples
     config = {"synonyms": table.source, "synonyms_sha256": table.sha256,
               "ground_truth": gt.files, **CHAIR_CONFIG}
-    return _finish(run, name, rows, "chair", metrics, config)
+    return _finish(run, name, rows, "chair", metrics, config,
+                   {"hallucinated_by_category": hallucinated_by_category(results)})
 
 
 def label_pope(run_dir: str | Path, *, parser: str = "reference", name: str = "pope") -> LabelResult:
