@@ -7,12 +7,13 @@ Everything is computed and validated in memory first, so a bad input leaves no l
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from saliency_lab.errors import SaliencyLabError
 from saliency_lab.labels.chair import (
     CHAIR_CONFIG,
+    CaptionResult,
     ChairExtractor,
     chair_metrics,
     hallucinated_by_category,
@@ -33,6 +34,7 @@ class LabelResult:
     json: Path
     n_rows: int
     info: dict
+    captions: list[CaptionResult] = field(default_factory=list)  # CHAIR: per-caption results
 
 
 def _finish(run: RunData, name: str, rows: LabelRows, source: str, metrics: dict, config: dict,
@@ -74,8 +76,10 @@ def label_chair(run_dir: str | Path, *, ground_truth: str | None = None, instanc
     metrics["n_error_samples_skipped"] = run.n_error_samples
     config = {"synonyms": table.source, "synonyms_sha256": table.sha256,
               "ground_truth": gt.files, **CHAIR_CONFIG}
-    return _finish(run, name, rows, "chair", metrics, config,
-                   {"hallucinated_by_category": hallucinated_by_category(results)})
+    res = _finish(run, name, rows, "chair", metrics, config,
+                  {"hallucinated_by_category": hallucinated_by_category(results)})
+    res.captions = results
+    return res
 
 
 def label_pope(run_dir: str | Path, *, parser: str = "reference", name: str = "pope") -> LabelResult:
