@@ -62,8 +62,10 @@ class TextWorld:
         self.captions[name] = res.captions
         control = CONTROL_OF.get(name)
         if control in self.captions:
-            slot["vs_control"] = {"control": control,
-                                  **chair_bootstrap(res.captions, baseline=self.captions[control])}
+            slot["vs_control"] = {
+                "control": control,
+                **chair_bootstrap(res.captions, baseline=self.captions[control]),
+            }
 
     def side_runs(self, cap: CaptureFn, summary: dict, log: _Log) -> None:
         return None
@@ -76,22 +78,30 @@ class TextWorld:
         for name, r in summary.get("runs", {}).items():
             ci = r.get("chair_ci")
             if ci:
-                lines.append(f"{name:>7}: 95% CI over {ci['n_captions']} prompts: CHAIR_s "
-                             f"[{ci['chair_s_ci'][0]:.3f}, {ci['chair_s_ci'][1]:.3f}]  CHAIR_i "
-                             f"[{ci['chair_i_ci'][0]:.3f}, {ci['chair_i_ci'][1]:.3f}]")
+                lines.append(
+                    f"{name:>7}: 95% CI over {ci['n_captions']} prompts: CHAIR_s "
+                    f"[{ci['chair_s_ci'][0]:.3f}, {ci['chair_s_ci'][1]:.3f}]  CHAIR_i "
+                    f"[{ci['chair_i_ci'][0]:.3f}, {ci['chair_i_ci'][1]:.3f}]"
+                )
             vs = r.get("vs_control")
             if vs:
-                lines.append(f"{name:>7} - {vs['control']} (paired over the same prompts): CHAIR_s "
-                             f"{vs['chair_s']:+.3f} [{vs['chair_s_ci'][0]:+.3f}, {vs['chair_s_ci'][1]:+.3f}]  "
-                             f"CHAIR_i {vs['chair_i']:+.3f} [{vs['chair_i_ci'][0]:+.3f}, {vs['chair_i_ci'][1]:+.3f}]")
+                lines.append(
+                    f"{name:>7} - {vs['control']} (paired over the same prompts): CHAIR_s "
+                    f"{vs['chair_s']:+.3f} [{vs['chair_s_ci'][0]:+.3f}, {vs['chair_s_ci'][1]:+.3f}]  "
+                    f"CHAIR_i {vs['chair_i']:+.3f} [{vs['chair_i_ci'][0]:+.3f}, {vs['chair_i_ci'][1]:+.3f}]"
+                )
         cats = summary.get("runs", {}).get("greedy", {}).get("hallucinated_by_category") or {}
         if cats:
-            top = "; ".join(f"{c} {v['n']} (" + ", ".join(f"{w} {k}" for w, k in list(v["words"].items())[:3]) + ")"
-                            for c, v in list(cats.items())[:6])
+            top = "; ".join(
+                f"{c} {v['n']} (" + ", ".join(f"{w} {k}" for w, k in list(v["words"].items())[:3]) + ")"
+                for c, v in list(cats.items())[:6]
+            )
             lines.append(f"greedy hallucinated mentions by category: {top}")
         s = summary.get("saliency")
         if s and s.get("auroc_ci"):
             lo, hi = s["auroc_ci"]
-            lines.append(f"  AUROC 95% CI [{_f(lo)}, {_f(hi)}] (0.5 = no separation; > 0.5: hallucinated tokens "
-                         "score lower, as the paper claims)")
+            lines.append(
+                f"  AUROC 95% CI [{_f(lo)}, {_f(hi)}] (0.5 = no separation; > 0.5: hallucinated tokens "
+                "score lower, as the paper claims)"
+            )
         return lines
