@@ -149,6 +149,7 @@ def load_gguf(source: GGUFSource, dtype: torch.dtype, device: str):
     """(model, tokenizer, None): dequantized weights in a plain `<Arch>ForCausalLM` of dtype `dtype`."""
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.initialization import no_init_weights
     from transformers.utils import logging as hf_logging
 
     folder, name = str(source.file.parent), source.file.name
@@ -166,7 +167,9 @@ def load_gguf(source: GGUFSource, dtype: torch.dtype, device: str):
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # the flag that makes save_pretrained refuse the model
     config.architectures = [source.architecture]
-    plain = getattr(transformers, source.architecture)(config).to(dtype)
+    # every parameter is overwritten below: randomly initializing 100M+ weights first is wasted time
+    with no_init_weights():
+        plain = getattr(transformers, source.architecture)(config).to(dtype)
     # strict: every dequantized tensor must find its parameter, or the model would run on random weights
     plain.load_state_dict(loaded.state_dict(), strict=True)
     plain.tie_weights()
