@@ -94,3 +94,41 @@ def test_single_pass_equals_reference_relative_to_row_norm(bundle64):
         assert bool((norms > 0).all())
         worst = max(worst, float(((rows - r.double()).abs().max(-1).values / norms).max()))
     assert worst <= 1e-8, worst
+
+
+def test_demo_text_smoke(smollm2_file, tmp_path, capsys):
+    """`saliency-lab demo text` end to end, cut to 2 prompts of 6 tokens (the demo's own sizes are for users)."""
+    from saliency_lab.cli import main
+
+    out = tmp_path / "d"
+    assert (
+        main(
+            [
+                "demo",
+                "text",
+                "--quick",
+                "--n-samples",
+                "2",
+                "--max-new-tokens",
+                "6",
+                "--no-report",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "demo_summary.json").read_text())
+    assert summary["world"] == "text" and summary["model"] == "smollm2"
+    gt = json.loads((out / "data" / "ground_truth.json").read_text())
+    assert len(gt) == 2
+    for name in ("greedy", "sample", "sgrs", "locore"):
+        run = summary["runs"][name]
+        assert run["chair"]["n_captions"] == 2 and "chair_s_ci" in run["chair_ci"]
+        assert "hallucinated_by_category" in run
+        info = json.loads((out / "runs" / name / "run.json").read_text())
+        assert info["model"]["gguf"]["file"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert summary["runs"]["sgrs"]["vs_control"]["control"] == "sample"
+    assert "sgrs - sample (paired over the same prompts)" in printed
+    assert "loaded smollm2 (LlamaForCausalLM, 30 layers, float32)" in printed

@@ -85,3 +85,32 @@ def test_text_run_without_its_sample_id_in_the_ground_truth(tmp_path):
     run = make_label_run(tmp_path / "runs", [FakeSample("a1", ["A", " cup", "."])])
     with pytest.raises(SaliencyLabError, match=r"sample 'a1' has no image_id .* no entry for its sample_id"):
         label_chair(run.path, ground_truth=str(tmp_path / "gt.json"))
+
+
+def _caps(flags: list[list[bool]]):
+    from saliency_lab.labels.chair import CaptionResult, Mention
+
+    return [
+        CaptionResult(f"k{i}", "", "", [Mention("w", "c", 0, 1, h) for h in ms], [], 1)
+        for i, ms in enumerate(flags)
+    ]
+
+
+def test_chair_bootstrap_point_values_and_pairing():
+    from saliency_lab.labels.chair import chair_bootstrap
+
+    a = _caps([[True, False], [False], [False, False, False], [True, True]])
+    r = chair_bootstrap(a, n_boot=400, seed=1)
+    assert r["chair_s"] == pytest.approx(2 / 4) and r["chair_i"] == pytest.approx(3 / 8)
+    assert (
+        r["chair_s_ci"][0] <= r["chair_s"] <= r["chair_s_ci"][1]
+        and 0 <= r["chair_i_ci"][0] < r["chair_i_ci"][1]
+    )
+    same = chair_bootstrap(a, baseline=list(reversed(a)), n_boot=200)  # paired by key, not by position
+    assert same["chair_s"] == 0 and same["chair_s_ci"] == [0.0, 0.0] and same["paired"]
+    b = _caps([[False, False], [False], [False, False, False], [True, False]])
+    d = chair_bootstrap(a, baseline=b, n_boot=400)
+    assert d["chair_s"] == pytest.approx(0.25) and d["chair_i"] == pytest.approx(3 / 8 - 1 / 8)
+    assert d["chair_i_ci"][0] >= 0  # a never hallucinates less than b on any caption
+    with pytest.raises(SaliencyLabError, match="no counterpart"):
+        chair_bootstrap(a, baseline=b[:2])
