@@ -58,6 +58,10 @@ def _available(module: str) -> bool:
     return True
 
 
+def _print_now(msg: str) -> None:
+    print(msg, flush=True)  # progress lines must show up as they happen, also when stdout is a file
+
+
 class _Log:
     def __init__(self, printer):
         self.printer = printer
@@ -78,7 +82,10 @@ class DemoWorld(Protocol):
 
     name: str
     title: str  # report title
-    max_new_tokens: int  # default answer length
+
+    def answer_length(self, cfg: DemoConfig) -> int:
+        """Default max_new_tokens of the answers (--max-new-tokens overrides it)."""
+        ...
 
     def resolve_model(self, cfg: DemoConfig, log: _Log) -> str:
         """The --model value the captures load (folder, GGUF file or packaged short name)."""
@@ -114,10 +121,12 @@ class SceneWorld:
 
     name = "scenes"
     title = "saliency-lab demo: the scene world"
-    max_new_tokens = 32
 
     def __init__(self) -> None:
         self.ws: Any = None
+
+    def answer_length(self, cfg: DemoConfig) -> int:
+        return 32
 
     def resolve_model(self, cfg: DemoConfig, log: _Log) -> str:
         out = Path(cfg.out)
@@ -195,21 +204,21 @@ def _load_once(model: str, dtype: str, log: _Log):
     return bundle
 
 
-def run_demo(cfg: DemoConfig, printer=print, world: DemoWorld | None = None) -> dict[str, Any]:
+def run_demo(cfg: DemoConfig, printer=None, world: DemoWorld | None = None) -> dict[str, Any]:
     """Run every stage in `world` (default: the scene world); returns (and writes to
     <out>/demo_summary.json) what was found."""
     import torch
 
     world = world or SceneWorld()
     t0 = time.perf_counter()
-    log = _Log(printer)
+    log = _Log(printer or _print_now)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     summary: dict[str, Any] = {"config": asdict(cfg), "world": world.name, "runs": {}, "files": {}}
     model = world.resolve_model(cfg, log)
     summary["model"] = model
-    max_new = cfg.max_new_tokens or world.max_new_tokens
+    max_new = cfg.max_new_tokens or world.answer_length(cfg)
     manifest = world.prepare(cfg, out, summary, log)
 
     if not _available("saliency_lab.run"):
