@@ -50,7 +50,7 @@ def main() -> int:
     from saliency_lab.store.catalog import open_catalog
 
     with open_catalog(args.runs) as cat:
-        tok = cat.query("labeled_tokens", {"labels": args.labels}).filter(~pl.col("subtoken"))
+        tok = cat.query("labeled_tokens", {"labels": args.labels}).filter(pl.col("subtoken") == 0)
         shares = cat.query("labeled_shares", {"labels": args.labels})
     df = tok.join(
         shares.select("run_id", "sample_id", "step", "prompt_share", "out_share"),
