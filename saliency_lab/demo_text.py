@@ -41,7 +41,7 @@ class TextWorld:
 
     def answer_length(self, cfg: DemoConfig) -> int:
         # SmolLM2 names unlisted objects mostly after its first sentences, so the full run lets it talk longer
-        return 32 if cfg.quick else 64
+        return 24 if cfg.quick else 64
 
     def n_samples(self, cfg: DemoConfig) -> int:
         return cfg.n_samples or (8 if cfg.quick else 32)

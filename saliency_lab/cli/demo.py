@@ -25,7 +25,7 @@ def register(subparsers: Any) -> None:
                                    "model folder, GGUF file or packaged short name (default: smollm2)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64", "bfloat16"),
                    help="compute dtype of every capture (default float32)")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="answer length (default: scenes 32, text 64, text --quick 32)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="answer length (default: scenes 32, text 64, text --quick 24)")
     p.add_argument("--retrain", action="store_true", help="scenes: train the scene-world model from scratch first")
     p.add_argument("--retrain-steps", type=int, default=None, help="steps for --retrain (default: as shipped)")
     p.add_argument("--no-interventions", action="store_true", help="skip the sampling / SGRS / LocoRE captures")
