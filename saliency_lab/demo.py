@@ -1,10 +1,12 @@
-"""`saliency-lab demo`: the whole pipeline on the bundled scene world and its small trained LLaVA, on CPU,
-with nothing downloaded.
+"""`saliency-lab demo`: the whole pipeline on CPU with nothing downloaded, in one of two worlds: the bundled
+scene world and its small trained LLaVA (the default), or the text-grounded world on a real pretrained LLM
+(`saliency_lab.demo_text`).
 
-Stages: build a held-out evaluation set of the world (COCO JSON, synonyms, POPE files, manifests) -> capture
-greedy captions and POPE answers with saliency -> label with CHAIR and POPE -> analyze (saliency of
-hallucinated vs correct object tokens) -> calibrate SGRS -> capture again with SGRS (calibrated) and LocoRE ->
-one HTML report. A stage whose module is missing from the installation is skipped with a printed note.
+Stages, shared by both worlds: build a held-out evaluation set -> capture greedy answers with saliency ->
+CHAIR labels -> analyze (saliency of hallucinated vs correct object tokens) -> calibrate SGRS -> capture
+again with top-K sampling (SGRS's paired control), calibrated SGRS and LocoRE -> one HTML report. What
+differs between worlds (model, data, labels, extra runs such as POPE, extra findings) sits behind the
+`DemoWorld` protocol. A stage whose module is missing from the installation is skipped with a printed note.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from saliency_lab.errors import SaliencyLabError
 
@@ -31,7 +33,9 @@ class DemoConfig:
     pope_images: int = 24
     seed: int = 7  # evaluation scenes (held out: training and its own evaluation use other streams)
     partner_absent_share: float = 0.6
-    max_new_tokens: int = 32
+    max_new_tokens: int | None = None  # default: the world's
+    dtype: str = "float32"
+    n_samples: int | None = None  # text world: prompts (default: the world's; --quick fewer)
     locore_beta: float = 0.5
     interventions: bool = True
     report: bool = True
@@ -54,6 +58,10 @@ def _available(module: str) -> bool:
     return True
 
 
+def _print_now(msg: str) -> None:
+    print(msg, flush=True)  # progress lines must show up as they happen, also when stdout is a file
+
+
 class _Log:
     def __init__(self, printer):
         self.printer = printer
@@ -69,87 +77,189 @@ class _Log:
         self(note)
 
 
-def resolve_model(cfg: DemoConfig, log: _Log) -> Path:
-    out = Path(cfg.out)
-    if cfg.retrain:
-        from saliency_lab.world.train import TrainConfig, train, train_recipe
+class DemoWorld(Protocol):
+    """What differs between the demo's worlds; everything else is the shared runner `run_demo`."""
 
-        dest = out / "model"
-        if cfg.retrain_steps:
-            log(f"training the scene-world model from scratch ({cfg.retrain_steps} steps) into {dest} ...")
-            train(TrainConfig(steps=cfg.retrain_steps), str(dest), log=log)
-        else:
-            log(f"retraining the scene-world model with the shipped recipe into {dest} (about 35 minutes on 2 cores) ...")
-            train_recipe(str(dest), log=log)
-        return dest
-    path = Path(cfg.model) if cfg.model else DEFAULT_MODEL
-    if not (path / "config.json").is_file():
-        raise SaliencyLabError(f"{path}: no model checkpoint there; pass --model DIR or --retrain to train one")
-    return path
+    name: str
+    title: str  # report title
+
+    def answer_length(self, cfg: DemoConfig) -> int:
+        """Default max_new_tokens of the answers (--max-new-tokens overrides it)."""
+        ...
+
+    def resolve_model(self, cfg: DemoConfig, log: _Log) -> str:
+        """The --model value the captures load (folder, GGUF file or packaged short name)."""
+        ...
+
+    def prepare(self, cfg: DemoConfig, out: Path, summary: dict, log: _Log) -> Path:
+        """Write the evaluation data under `out`; return the manifest of the answers to analyze."""
+        ...
+
+    def label(self, run_dir: Path, slot: dict) -> None:
+        """Write CHAIR labels on `run_dir`; put the metrics into `slot["chair"]`."""
+        ...
+
+    def side_runs(self, cap: CaptureFn, summary: dict, log: _Log) -> None:
+        """Extra captures beside the answers (the scene world's POPE questions); may do nothing."""
+        ...
+
+    def findings(self, run_dir: Path, score: str, summary: dict) -> None:
+        """World-specific results of the greedy run, added to `summary`."""
+        ...
+
+    def format_findings(self, summary: dict) -> list[str]:
+        """Printed lines for what `findings` added."""
+        ...
 
 
-def _capture(model: Path, manifest: Path, runs: Path, run_id: str, cfg: DemoConfig, decoding=None,
-             saliency=None):
-    from saliency_lab.config import CaptureConfig, DecodingConfig, ModelConfig, SaliencyConfig
-    from saliency_lab.run import capture
-
-    dec = decoding or DecodingConfig(max_new_tokens=cfg.max_new_tokens)
-    cc = CaptureConfig(model=ModelConfig(str(model)), data=str(manifest), out=str(runs), run_id=run_id,
-                       decoding=dec, saliency=saliency or SaliencyConfig(), quiet=cfg.quiet_progress)
-    return capture(cc)
+class CaptureFn(Protocol):
+    def __call__(self, manifest: Path, run_id: str, decoding: Any = None, saliency: Any = None) -> Any: ...
 
 
-def run_demo(cfg: DemoConfig, printer=print) -> dict[str, Any]:
-    """Run every stage; returns (and writes to <out>/demo_summary.json) what was found."""
+class SceneWorld:
+    """The bundled scene world and its small trained LLaVA (docs/demo.md)."""
+
+    name = "scenes"
+    title = "saliency-lab demo: the scene world"
+
+    def __init__(self) -> None:
+        self.ws: Any = None
+
+    def answer_length(self, cfg: DemoConfig) -> int:
+        return 32
+
+    def resolve_model(self, cfg: DemoConfig, log: _Log) -> str:
+        out = Path(cfg.out)
+        if cfg.retrain:
+            from saliency_lab.world.train import TrainConfig, train, train_recipe
+
+            dest = out / "model"
+            if cfg.retrain_steps:
+                log(f"training the scene-world model from scratch ({cfg.retrain_steps} steps) into {dest} ...")
+                train(TrainConfig(steps=cfg.retrain_steps), str(dest), log=log)
+            else:
+                log(f"retraining the scene-world model with the shipped recipe into {dest} (about 35 minutes on 2 cores) ...")
+                train_recipe(str(dest), log=log)
+            return str(dest)
+        path = Path(cfg.model) if cfg.model else DEFAULT_MODEL
+        if not (path / "config.json").is_file():
+            raise SaliencyLabError(f"{path}: no model checkpoint there; pass --model DIR or --retrain to train one")
+        return str(path)
+
+    def prepare(self, cfg: DemoConfig, out: Path, summary: dict, log: _Log) -> Path:
+        from saliency_lab.world.dataset import build_world_set
+
+        n_images, pope_images = cfg.sizes()
+        ws = build_world_set(out / "data", n=n_images, seed=cfg.seed, partner_absent_share=cfg.partner_absent_share,
+                             pope_images=pope_images, pope_per_image=1)
+        log(f"scene world: {ws.n_images} images ({round(cfg.partner_absent_share * 100)}% with an anchor whose "
+            f"usual partner is absent), {ws.n_questions} POPE questions -> {ws.root}")
+        summary["files"]["data"] = str(ws.root)
+        self.ws = ws
+        return ws.caption_manifest
+
+    def label(self, run_dir: Path, slot: dict) -> None:
+        from saliency_lab.labels.label_run import label_chair
+
+        info = label_chair(run_dir, instances=str(self.ws.instances), synonyms=str(self.ws.synonyms)).info
+        slot["chair"] = info["metrics"]
+
+    def side_runs(self, cap: CaptureFn, summary: dict, log: _Log) -> None:
+        from saliency_lab.config import DecodingConfig
+
+        pope = cap(self.ws.pope_manifest, "pope", decoding=DecodingConfig(max_new_tokens=4))
+        log(f"captured POPE answers: {pope.summary()}")
+        summary["runs"]["pope"] = {"dir": str(pope.run_dir)}
+        if _available("saliency_lab.labels.label_run"):
+            from saliency_lab.labels.label_run import label_pope
+
+            summary["runs"]["pope"]["pope"] = label_pope(pope.run_dir).info["metrics"]
+
+    def findings(self, run_dir: Path, score: str, summary: dict) -> None:
+        summary["saliency_by_kind"] = _partner_split(run_dir, score)
+
+    def format_findings(self, summary: dict) -> list[str]:
+        k = summary.get("saliency_by_kind")
+        if not k:
+            return []
+        return [f"  by kind: partner words (the prior's pull) hallucinated {_f(k['partner_halluc_mean'])} "
+                f"(n={k['partner_halluc_n']}) vs correct {_f(k['partner_correct_mean'])} "
+                f"(n={k['partner_correct_n']}); other objects hallucinated {_f(k['other_halluc_mean'])} "
+                f"(n={k['other_halluc_n']}) vs correct {_f(k['other_correct_mean'])} "
+                f"(n={k['other_correct_n']})"]
+
+
+def _load_once(model: str, dtype: str, log: _Log):
+    """Load the model once for every capture of the demo (a real model takes seconds to load)."""
+    from transformers.utils import logging as hf_logging
+
+    from saliency_lab.config import ModelConfig
+    from saliency_lab.models.registry import load_model
+
+    hf_logging.disable_progress_bar()
+    t = time.perf_counter()
+    bundle = load_model(ModelConfig(model, dtype=dtype))
+    log(f"loaded {model} ({bundle.architecture}, {bundle.n_layers} layers, {dtype}) in "
+        f"{time.perf_counter() - t:.1f} s")
+    return bundle
+
+
+def run_demo(cfg: DemoConfig, printer=None, world: DemoWorld | None = None) -> dict[str, Any]:
+    """Run every stage in `world` (default: the scene world); returns (and writes to
+    <out>/demo_summary.json) what was found."""
     import torch
 
-    from saliency_lab.world.dataset import build_world_set
-
+    world = world or SceneWorld()
     t0 = time.perf_counter()
-    log = _Log(printer)
+    log = _Log(printer or _print_now)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    summary: dict[str, Any] = {"config": asdict(cfg), "runs": {}, "files": {}}
-    model = resolve_model(cfg, log)
-    summary["model"] = str(model)
-
-    n_images, pope_images = cfg.sizes()
-    ws = build_world_set(out / "data", n=n_images, seed=cfg.seed, partner_absent_share=cfg.partner_absent_share,
-                         pope_images=pope_images, pope_per_image=1)
-    log(f"scene world: {ws.n_images} images ({round(cfg.partner_absent_share * 100)}% with an anchor whose "
-        f"usual partner is absent), {ws.n_questions} POPE questions -> {ws.root}")
-    summary["files"]["data"] = str(ws.root)
+    summary: dict[str, Any] = {"config": asdict(cfg), "world": world.name, "runs": {}, "files": {}}
+    model = world.resolve_model(cfg, log)
+    summary["model"] = model
+    max_new = cfg.max_new_tokens or world.answer_length(cfg)
+    manifest = world.prepare(cfg, out, summary, log)
 
     if not _available("saliency_lab.run"):
         log.skip("capture and every later stage", "saliency_lab.run is not in this installation")
         return _finish(summary, log, out, t0)
-    from saliency_lab.config import DecodingConfig, LocoREConfig, SaliencyConfig, SGRSConfig
+    from saliency_lab.config import (
+        CaptureConfig,
+        DecodingConfig,
+        LocoREConfig,
+        ModelConfig,
+        SaliencyConfig,
+        SGRSConfig,
+    )
+    from saliency_lab.run import capture
 
     runs = out / "runs"
     _clear_runs(runs)
-    cap_sal = SaliencyConfig(candidates=5, rows="output")
-    res = _capture(model, ws.caption_manifest, runs, "greedy", cfg, saliency=cap_sal)
-    log(f"captured captions: {res.summary()}")
-    pope = _capture(model, ws.pope_manifest, runs, "pope", cfg,
-                    decoding=DecodingConfig(max_new_tokens=4))
-    log(f"captured POPE answers: {pope.summary()}")
+    bundle = _load_once(model, cfg.dtype, log)
+
+    def cap(manifest: Path, run_id: str, decoding=None, saliency=None):
+        cc = CaptureConfig(model=ModelConfig(model, dtype=cfg.dtype), data=str(manifest), out=str(runs),
+                           run_id=run_id, decoding=decoding or DecodingConfig(max_new_tokens=max_new),
+                           saliency=saliency or SaliencyConfig(), quiet=cfg.quiet_progress)
+        return capture(cc, load_fn=lambda _: bundle)
+
+    res = cap(manifest, "greedy", saliency=SaliencyConfig(candidates=5, rows="output"))
+    log(f"captured greedy answers: {res.summary()}")
     caption_runs = {"greedy": res.run_dir}
     summary["runs"]["greedy"] = {"dir": str(res.run_dir)}
-    summary["runs"]["pope"] = {"dir": str(pope.run_dir)}
+    world.side_runs(cap, summary, log)
 
     have_labels = _available("saliency_lab.labels.label_run")
     if have_labels:
-        _label_chair(res.run_dir, ws, summary["runs"]["greedy"])
-        from saliency_lab.labels.label_run import label_pope
-
-        summary["runs"]["pope"]["pope"] = label_pope(pope.run_dir).info["metrics"]
+        world.label(res.run_dir, summary["runs"]["greedy"])
+        log("labelled the greedy run with CHAIR")
     else:
         log.skip("labels", "saliency_lab.labels is not in this installation")
 
     cal = None
     if have_labels and _available("saliency_lab.analysis"):
-        cal = _analyze(res.run_dir, out, summary, log)
+        cal = _analyze(res.run_dir, out, summary, log, world)
     else:
         log.skip("analysis and calibration", "saliency_lab.analysis (or labels) is not available")
 
@@ -158,25 +268,23 @@ def run_demo(cfg: DemoConfig, printer=print) -> dict[str, Any]:
         # SGRS samples from the top-K, so its control is top-K sampling with the same K and seed (SGRS with
         # alpha = 0 reproduces it token for token), not greedy decoding
         inter = {
-            "sample": DecodingConfig(max_new_tokens=cfg.max_new_tokens, strategy="sample",
-                                     top_k=SGRSConfig().k),
-            "sgrs": DecodingConfig(max_new_tokens=cfg.max_new_tokens, strategy="sgrs",
+            "sample": DecodingConfig(max_new_tokens=max_new, strategy="sample", top_k=SGRSConfig().k),
+            "sgrs": DecodingConfig(max_new_tokens=max_new, strategy="sgrs",
                                    sgrs=SGRSConfig(alpha=sg.get("alpha", 0.6), window=sg.get("window", 5),
                                                    layers=sg.get("layers"))),
-            "locore": DecodingConfig(max_new_tokens=cfg.max_new_tokens,
-                                     locore=LocoREConfig(beta=cfg.locore_beta)),
+            "locore": DecodingConfig(max_new_tokens=max_new, locore=LocoREConfig(beta=cfg.locore_beta)),
         }
-        needs = {"sample": "saliency_lab.decoding.loop", "sgrs": "saliency_lab.decoding.sgrs",
+        needs = {"sample": "saliency_lab.decoding.policies", "sgrs": "saliency_lab.decoding.sgrs",
                  "locore": "saliency_lab.decoding.locore"}
         for name, dec in inter.items():
             if not _available(needs[name]):
                 log.skip(f"{name} capture", f"{needs[name]} is not in this installation")
                 continue
             try:
-                r = _capture(model, ws.caption_manifest, runs, name, cfg, decoding=dec)
+                r = cap(manifest, name, decoding=dec)
                 slot = {"dir": str(r.run_dir), "decoding": asdict(dec)}
                 if have_labels:
-                    _label_chair(r.run_dir, ws, slot)
+                    world.label(r.run_dir, slot)
             except Exception as exc:  # an optional stage must not sink the demo; say what failed
                 log.skip(f"{name} run", f"it failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
                 continue
@@ -187,11 +295,13 @@ def run_demo(cfg: DemoConfig, printer=print) -> dict[str, Any]:
     if cfg.report and _available("saliency_lab.report"):
         from saliency_lab.report import ReportConfig, build_report
 
-        # The POPE run rides along for its accuracy per split in the summary (its answers have no CHAIR labels).
-        html = build_report([str(p) for p in [*caption_runs.values(), pope.run_dir]], out / "report.html",
+        # Side runs (the scene world's POPE answers) ride along for their accuracy per split in the summary;
+        # their answers have no CHAIR labels.
+        side = [Path(v["dir"]) for k, v in summary["runs"].items() if k not in caption_runs and "dir" in v]
+        html = build_report([str(p) for p in [*caption_runs.values(), *side]], out / "report.html",
                             ReportConfig(labels="chair" if have_labels else None,
                                          calibration=str(out / "calibration") if cal else None,
-                                         title="saliency-lab demo: the scene world"))
+                                         title=world.title))
         summary["files"]["report"] = str(html)
         log(f"report -> {html}")
     elif cfg.report:
@@ -209,14 +319,7 @@ def _clear_runs(runs: Path) -> None:
             shutil.rmtree(d)
 
 
-def _label_chair(run_dir: Path, ws, slot: dict) -> None:
-    from saliency_lab.labels.label_run import label_chair
-
-    info = label_chair(run_dir, instances=str(ws.instances), synonyms=str(ws.synonyms)).info
-    slot["chair"] = info["metrics"]
-
-
-def _analyze(run_dir: Path, out: Path, summary: dict, log: _Log) -> dict | None:
+def _analyze(run_dir: Path, out: Path, summary: dict, log: _Log, world: DemoWorld) -> dict | None:
     """Analysis (every score, position-controlled), the detector and `calibrate --score auto`; returns the SGRS
     setting for the demo's SGRS run, which decodes with out_mean / reject low: a recommendation for another
     score or direction leaves the paper's defaults (the decoder's score is chosen elsewhere)."""
@@ -231,7 +334,7 @@ def _analyze(run_dir: Path, out: Path, summary: dict, log: _Log) -> dict | None:
 
     m = summary["runs"]["greedy"].get("chair", {})
     if not m.get("n_hallucinated_mentions"):
-        log.skip("analysis and calibration", "the greedy captions hold no hallucinated object mention")
+        log.skip("analysis and calibration", "the greedy answers hold no hallucinated object mention")
         return None
     res = analyze([str(run_dir)], "chair", AnalysisConfig(score="all", n_bootstrap=200))
     res.write(out / "analysis")
@@ -241,10 +344,11 @@ def _analyze(run_dir: Path, out: Path, summary: dict, log: _Log) -> dict | None:
     summary["saliency"] = {k: st.get(k) for k in ("n_correct", "n_halluc", "mean_correct", "mean_halluc",
                                                   "auroc", "auroc_ci", "cohen_d", "welch_p", "mannwhitney_p")}
     summary["saliency"]["score"] = score
-    summary["saliency_by_kind"] = _partner_split(run_dir, score)
+    world.findings(run_dir, score, summary)
     rows = next(iter(res.separation.values()), [])
     summary["separation"] = [r.to_json() for r in rows]
     summary["files"]["analysis"] = str(out / "analysis")
+    log(f"analysis -> {out / 'analysis'}")
     try:
         det = train_detector([str(run_dir)], "chair", DetectorConfig(n_bootstrap=200))
         det.write(out / "detector")
@@ -263,6 +367,7 @@ def _analyze(run_dir: Path, out: Path, summary: dict, log: _Log) -> dict | None:
                               "reject": cal.reject, "metrics": cal.recommended_metrics,
                               "within_budget": cal.within_budget, "n_settings": cal.grid.height}
     summary["files"]["calibration"] = str(out / "calibration" / "calibration.json")
+    log(f"calibration -> {out / 'calibration'}")
     rec = cal.recommended
     if rec is None or (rec["score"], rec["reject"]) != ("out_mean", "low"):
         return None
@@ -300,8 +405,9 @@ def _finish(summary: dict, log: _Log, out: Path, t0: float) -> dict:
     return summary
 
 
-def format_findings(summary: dict) -> list[str]:
-    """The lines the CLI prints at the end."""
+def format_findings(summary: dict, world: DemoWorld | None = None) -> list[str]:
+    """The lines the CLI prints at the end (`world`: the world that ran, for its own lines; default scene)."""
+    world = world or SceneWorld()
     lines = []
     for name, r in summary.get("runs", {}).items():
         c = r.get("chair")
@@ -318,13 +424,7 @@ def format_findings(summary: dict) -> list[str]:
         lines.append(f"saliency ({s['score']}, upper-half layers): hallucinated object tokens mean "
                      f"{_f(s['mean_halluc'])} (n={s['n_halluc']}) vs correct {_f(s['mean_correct'])} "
                      f"(n={s['n_correct']}); AUROC(low score flags hallucination) {_f(s['auroc'])}")
-    k = summary.get("saliency_by_kind")
-    if k:
-        lines.append(f"  by kind: partner words (the prior's pull) hallucinated {_f(k['partner_halluc_mean'])} "
-                     f"(n={k['partner_halluc_n']}) vs correct {_f(k['partner_correct_mean'])} "
-                     f"(n={k['partner_correct_n']}); other objects hallucinated {_f(k['other_halluc_mean'])} "
-                     f"(n={k['other_halluc_n']}) vs correct {_f(k['other_correct_mean'])} "
-                     f"(n={k['other_correct_n']})")
+    lines += world.format_findings(summary)
     lines += _score_findings(summary)
     for note in summary.get("notes", []):
         lines.append(f"note: {note}")

@@ -181,6 +181,55 @@ def score_caption(extractor: ChairExtractor, key: str, image_id: object, caption
     return CaptionResult(key, iid, caption, mentions, sorted(gt), count_words(caption))
 
 
+def hallucinated_by_category(results: Iterable[CaptionResult]) -> dict[str, dict]:
+    """Hallucinated mentions per category, most frequent first, with the words that produced them, so the
+    synonym table's share is visible ("desk" counts as dining table, "people" as person)."""
+    cats: dict[str, dict] = {}
+    for r in results:
+        for m in r.mentions:
+            if m.hallucinated:
+                c = cats.setdefault(m.category, {"n": 0, "words": {}})
+                c["n"] += 1
+                c["words"][m.word] = c["words"].get(m.word, 0) + 1
+    for c in cats.values():
+        c["words"] = dict(sorted(c["words"].items(), key=lambda kv: (-kv[1], kv[0])))
+    return dict(sorted(cats.items(), key=lambda kv: (-kv[1]["n"], kv[0])))
+
+
+def chair_bootstrap(results: list[CaptionResult], *, baseline: list[CaptionResult] | None = None,
+                    n_boot: int = 1000, seed: int = 0) -> dict:
+    """CHAIR_s and CHAIR_i with percentile 95% bootstrap intervals over captions (resampled whole, so
+    CHAIR_i stays a ratio of sums). With `baseline` (captions of the same keys from another run), the
+    difference results - baseline, with the same captions resampled in both runs (paired)."""
+    import numpy as np
+
+    def arrays(rs: list[CaptionResult]) -> np.ndarray:
+        return np.array([[any(m.hallucinated for m in r.mentions), sum(bool(m.hallucinated) for m in r.mentions),
+                          len(r.mentions)] for r in rs], dtype=float).reshape(-1, 3)
+
+    def stats(x: np.ndarray) -> np.ndarray:  # x: [..., n, 3] -> [..., 2] (chair_s, chair_i)
+        s = x[..., 0].mean(-1)
+        m = x[..., 2].sum(-1)
+        i = np.divide(x[..., 1].sum(-1), m, out=np.zeros_like(m), where=m > 0)
+        return np.stack([s, i], -1)
+
+    if baseline is not None:
+        other = {r.key: r for r in baseline}
+        missing = [r.key for r in results if r.key not in other]
+        if missing:
+            raise SaliencyLabError(f"paired CHAIR: {len(missing)} captions (e.g. {missing[0]!r}) have no "
+                                   "counterpart in the baseline run; compare runs of the same manifest")
+        base = arrays([other[r.key] for r in results])
+    a = arrays(results)
+    idx = np.random.default_rng(seed).integers(0, len(results), size=(n_boot, len(results)))
+    point = stats(a) - (stats(base) if baseline is not None else 0)
+    boot = stats(a[idx]) - (stats(base[idx]) if baseline is not None else 0)
+    lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)
+    return {"chair_s": float(point[0]), "chair_s_ci": [float(lo[0]), float(hi[0])],
+            "chair_i": float(point[1]), "chair_i_ci": [float(lo[1]), float(hi[1])],
+            "n_captions": len(results), "n_boot": n_boot, "paired": baseline is not None}
+
+
 def chair_metrics(results: Iterable[CaptionResult]) -> dict:
     """CHAIR_s, CHAIR_i, recall, precision, F1, mean length over caption results."""
     results = list(results)

@@ -1,6 +1,7 @@
 """Ground-truth objects per image for CHAIR, and the caption-file reader.
 
-Sources: a JSON mapping image_id -> [categories], or COCO files (instances: the categories of the image's
+Sources: a JSON mapping image_id -> [categories] (for text-only runs, whose samples have no image_id: keyed
+by sample_id), or COCO files (instances: the categories of the image's
 annotations; captions: the categories mentioned in its reference captions, found with the same CHAIR
 extractor). Category names are mapped through the synonym table when they are synonyms ("television" -> "tv").
 """
@@ -52,7 +53,7 @@ def load_gt_mapping(path: str | Path, table: SynonymTable) -> GroundTruth:
     data = read_json(path, "ground-truth")
     if not isinstance(data, dict):
         raise SaliencyLabError(
-            f"{path}: ground truth must be a JSON object mapping image_id -> [categories]"
+            f"{path}: ground truth must be a JSON object mapping image_id (or sample_id) -> [categories]"
         )
     objects: dict[str, set[str]] = {}
     unknown: dict[str, str] = {}  # category -> first entry naming it

@@ -7,14 +7,16 @@ Everything is computed and validated in memory first, so a bad input leaves no l
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from saliency_lab.errors import SaliencyLabError
 from saliency_lab.labels.chair import (
     CHAIR_CONFIG,
+    CaptionResult,
     ChairExtractor,
     chair_metrics,
+    hallucinated_by_category,
     norm_image_id,
     score_caption,
 )
@@ -32,10 +34,13 @@ class LabelResult:
     json: Path
     n_rows: int
     info: dict
+    captions: list[CaptionResult] = field(default_factory=list)  # CHAIR: per-caption results
 
 
-def _finish(run: RunTokens, name: str, rows: LabelRows, source: str, metrics: dict, config: dict) -> LabelResult:
-    info = {"labelset": name, "source": source, "run_id": run.run_id, "metrics": metrics, "config": config}
+def _finish(run: RunTokens, name: str, rows: LabelRows, source: str, metrics: dict, config: dict,
+            extra: dict | None = None) -> LabelResult:
+    info = {"labelset": name, "source": source, "run_id": run.run_id, "metrics": metrics, "config": config,
+            **(extra or {})}
     pq_path, js_path = write_labelset(run.path, name, rows, info)
     return LabelResult(pq_path, js_path, len(rows), info)
 
@@ -53,10 +58,13 @@ def label_chair(run_dir: str | Path, *, ground_truth: str | None = None, instanc
     results = []
     unjoined = 0
     for sid, s in sorted(run.samples.items()):
-        if s.image_id is None:
-            raise SaliencyLabError(f"{run.path}: sample {sid!r} has no image_id; set image_id in the manifest "
-                                   "(saliency-lab data coco-chair does) and recapture")
-        res = score_caption(extractor, f"sample {sid!r}", s.image_id, s.output_text, gt.objects, gt.source)
+        # text-only runs have no image: their ground truth is keyed by sample_id
+        key = s.image_id if s.image_id is not None else sid
+        if s.image_id is None and norm_image_id(sid) not in gt.objects:
+            raise SaliencyLabError(f"{run.path}: sample {sid!r} has no image_id and the ground truth "
+                                   f"({gt.source}) has no entry for its sample_id; key the ground truth by "
+                                   "sample_id (text-only runs) or set image_id in the manifest and recapture")
+        res = score_caption(extractor, f"sample {sid!r}", key, s.output_text, gt.objects, gt.source)
         results.append(res)
         spans = [SpanLabel(m.start, m.end, int(bool(m.hallucinated)), m.category, i)
                  for i, m in enumerate(res.mentions)]
@@ -69,7 +77,10 @@ def label_chair(run_dir: str | Path, *, ground_truth: str | None = None, instanc
     metrics["n_error_samples_skipped"] = run.n_error_samples
     config = {"synonyms": table.source, "synonyms_sha256": table.sha256,
               "ground_truth": gt.files, **CHAIR_CONFIG}
-    return _finish(run, name, rows, "chair", metrics, config)
+    res = _finish(run, name, rows, "chair", metrics, config,
+                  {"hallucinated_by_category": hallucinated_by_category(results)})
+    res.captions = results
+    return res
 
 
 def label_pope(run_dir: str | Path, *, parser: str = "reference", name: str = "pope") -> LabelResult:

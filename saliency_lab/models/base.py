@@ -56,6 +56,7 @@ class ModelBundle:
     source: str  # the --model argument as given
     path: Path  # resolved local directory
     revision: str | None = None
+    source_info: dict[str, Any] = field(default_factory=dict)  # extra run.json entries (e.g. "gguf")
     _weights_sha256: str | None = field(default=None, repr=False)
 
     def weights_sha256(self) -> str:
@@ -85,6 +86,7 @@ class ModelBundle:
             "n_heads": self.n_heads,
             "n_kv_heads": self.n_kv_heads,
             "max_context": self.max_context,
+            **self.source_info,
         }
 
 

@@ -29,6 +29,7 @@ import torch
 from saliency_lab.config import ModelConfig
 from saliency_lab.errors import SaliencyLabError
 from saliency_lab.models.base import ModelAdapter, ModelBundle
+from saliency_lab.models.gguf import gguf_file, read_source
 
 _ADAPTERS: dict[str, type[ModelAdapter]] = {}
 _RECIPES: dict[str, TinyRecipe] = {}
@@ -135,17 +136,24 @@ def resolve_model_path(model: str, revision: str | None = None) -> tuple[Path, s
     return snap, revision or snap.name
 
 
-def load_model(cfg: ModelConfig) -> ModelBundle:
-    """Load a model directory (or a cached HF id) with the adapter of its architecture."""
-    path, revision = resolve_model_path(cfg.model, cfg.revision)
+def _config_architecture(model: str, path: Path) -> str:
     try:
         config = json.loads((path / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise SaliencyLabError(f"model {cfg.model!r}: cannot read config.json ({exc}); is it a model folder?") from None
+        raise SaliencyLabError(f"model {model!r}: cannot read config.json ({exc}); is it a model folder?") from None
     archs = config.get("architectures") or []
     if not archs:
-        raise SaliencyLabError(f"model {cfg.model!r}: config.json names no architecture; re-save the model")
-    arch = archs[0]
+        raise SaliencyLabError(f"model {model!r}: config.json names no architecture; re-save the model")
+    return archs[0]
+
+
+def load_model(cfg: ModelConfig) -> ModelBundle:
+    """Load a model directory, a cached HF id or a GGUF file (see models/gguf.py) with the adapter of its
+    architecture."""
+    gguf_path = gguf_file(cfg.model)  # a GGUF file, a folder holding one, or a packaged short name
+    gguf = read_source(gguf_path) if gguf_path else None
+    path, revision = (gguf_path, None) if gguf_path else resolve_model_path(cfg.model, cfg.revision)
+    arch = gguf.architecture if gguf else _config_architecture(cfg.model, path)
     adapter = adapter_for(arch)
     if cfg.dtype not in DTYPES:
         raise SaliencyLabError(f"unknown dtype {cfg.dtype!r}; choose one of {', '.join(DTYPES)}")
@@ -157,7 +165,7 @@ def load_model(cfg: ModelConfig) -> ModelBundle:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SaliencyLabError(f"device {cfg.device!r} requested but CUDA is not available; use --device cpu")
     try:
-        model, tok, proc = adapter.load(path, arch, dtype, str(device))
+        model, tok, proc = (gguf or adapter).load(path, arch, dtype, str(device))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SaliencyLabError(
@@ -174,4 +182,5 @@ def load_model(cfg: ModelConfig) -> ModelBundle:
         n_kv_heads=getattr(tc, "num_key_value_heads", None) or n_heads,
         dtype=dtype, device=device, max_context=int(getattr(tc, "max_position_embeddings", 0) or 1 << 30),
         source=cfg.model, path=path, revision=revision,
+        source_info={"gguf": gguf.info(dtype)} if gguf else {}, _weights_sha256=gguf.sha256 if gguf else None,
     )

@@ -37,6 +37,8 @@ RANKS = {
     "analysis": 7,  # reads labelled runs
     "report": 8,  # reads analyses
     "demo": 9,  # the whole pipeline end to end
+    "demo_text": 9,  # the demo's text world on the real SmolLM2 model
+    "demo_worlds": 9,  # the demo's world registry
     "__init__": 9,  # the package facade (saliency_lab.capture -> run, lazily)
     "__main__": 10,
     "cli": 10,  # the top: the library never imports the CLI
