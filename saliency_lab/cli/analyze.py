@@ -127,7 +127,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         raise SaliencyLabError(f"--max-resample {args.max_resample}: must be >= 1")
     res = calibrate(args.runs, args.labels, cfg)
     paths = res.write(args.out)
-    rec, m = res.recommended, res.recommended_metrics
+    rec, m = res.recommended, res.recommended_metrics or {}  # metrics are set whenever rec is
     if rec is None:
         print(f"recommended: none. {res.reason}")
     else:
