@@ -24,6 +24,8 @@ DEFAULT_MODEL = REPO_ROOT / "datasets" / "shapes" / "model"
 
 @dataclass
 class DemoConfig:
+    """Settings of `run_demo`: output folder, model, sizes, seed and which stages run."""
+
     out: str = "saliency-lab-demo"
     model: str | None = None  # default: the shipped checkpoint datasets/shapes/model
     quick: bool = False
@@ -41,6 +43,7 @@ class DemoConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def sizes(self) -> tuple[int, int]:
+        """(caption images, POPE images): (8, 4) with `quick`."""
         return (8, 4) if self.quick else (self.n_images, self.pope_images)
 
 
@@ -70,6 +73,8 @@ class _Log:
 
 
 def resolve_model(cfg: DemoConfig, log: _Log) -> Path:
+    """The model folder the demo uses: retrained into `out/model` with `retrain`, else the given or shipped
+    one (SaliencyLabError when it has no config.json)."""
     out = Path(cfg.out)
     if cfg.retrain:
         from saliency_lab.world.train import TrainConfig, train, train_recipe

@@ -28,6 +28,7 @@ def _layer_sets(s: str) -> list[list[int]]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `analyze` and `calibrate` subcommands."""
     a = sub.add_parser("analyze", help="curves, significance tests vs attention, failure cases -> JSON + Parquet")
     a.add_argument("runs", nargs="+", metavar="R", help="run folders or globs")
     a.add_argument("--labels", required=True, help="labelset name (labels/<name>.parquet)")

@@ -7,6 +7,7 @@ from typing import Any
 
 
 def register(subparsers: Any) -> None:
+    """Add the `demo` subcommand."""
     p = subparsers.add_parser(
         "demo", help="run the whole pipeline on the bundled scene world and model (CPU, minutes)",
         description="Build a held-out set of the synthetic scene world, capture captions and POPE answers with "
@@ -25,6 +26,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the demo and print where its files are and what it found; exit code 0."""
     from saliency_lab.demo import DemoConfig, format_findings, run_demo
 
     cfg = DemoConfig(out=args.out, model=args.model, quick=args.quick, n_images=args.n_images, seed=args.seed,

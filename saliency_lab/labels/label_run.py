@@ -28,6 +28,9 @@ from saliency_lab.labels.synonyms import load_synonyms
 
 @dataclass
 class LabelResult:
+    """What labelling a run wrote: the labels Parquet, its JSON summary, the row count and the summary's
+    content."""
+
     parquet: Path
     json: Path
     n_rows: int

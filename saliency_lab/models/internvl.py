@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 @register("InternVLForConditionalGeneration")
 class InternVLAdapter(VisionAdapter):
+    """InternVL: `<IMG_CONTEXT>` placeholders, GotOcr2 PIL image processor."""
+
     def load(self, path: Path, architecture: str, dtype: torch.dtype, device: str) -> tuple[Any, Any, Any]:
         """Model, tokenizer and the PIL-based processor from a local folder."""
         from transformers import AutoTokenizer, GotOcr2ImageProcessorPil, InternVLForConditionalGeneration

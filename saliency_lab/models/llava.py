@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 @register("LlavaForConditionalGeneration")
 class LlavaAdapter(VisionAdapter):
+    """LLaVA: `<image>` placeholders, CLIP PIL image processor."""
+
     def load(self, path: Path, architecture: str, dtype: torch.dtype, device: str) -> tuple[Any, Any, Any]:
         """Model, tokenizer and the PIL-based processor from a local folder."""
         from transformers import (

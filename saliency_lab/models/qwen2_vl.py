@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 @register("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration")
 class Qwen2VLAdapter(VisionAdapter):
+    """Qwen2-VL / Qwen2.5-VL: `<|image_pad|>` placeholders, M-RoPE state reset before every prefill."""
+
     def reset_state(self, model: Any) -> None:
         """Forget the previous call's `rope_deltas` (kept on the inner model)."""
         for m in model.modules():
