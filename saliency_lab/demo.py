@@ -192,7 +192,8 @@ def run_demo(cfg: DemoConfig, printer=print) -> dict[str, Any]:
     if cfg.report and _available("saliency_lab.report"):
         from saliency_lab.report import ReportConfig, build_report
 
-        html = build_report([str(p) for p in caption_runs.values()], out / "report.html",
+        # The POPE run rides along for its accuracy per split in the summary (its answers have no CHAIR labels).
+        html = build_report([str(p) for p in [*caption_runs.values(), pope.run_dir]], out / "report.html",
                             ReportConfig(labels="chair" if have_labels else None,
                                          calibration=str(out / "calibration") if cal else None,
                                          title="saliency-lab demo: the scene world"))

@@ -1,5 +1,8 @@
 """Failure cases (paper App. B.2): hallucinated tokens the score rates highly and correct tokens it rates
-low, ranked, with their surrounding text (queries/failure_cases.sql) and per-layer profile."""
+low, with their surrounding text (queries/failure_cases.sql) and per-layer profile.
+
+Ranked position-controlled: by the z-score against all tokens generated at the same step of the same run
+(`step_z`), not by the raw score, which drifts with the step and would pick late tokens only."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import polars as pl
 FAILURE_SCHEMA: dict[str, Any] = {
     "run_id": pl.String, "kind": pl.String, "rank": pl.Int64, "sample_id": pl.String, "step": pl.Int32,
     "token_text": pl.String, "object": pl.String, "label": pl.Int8, "score": pl.Float64,
-    "context": pl.String, "layers": pl.List(pl.Int16), "layer_scores": pl.List(pl.Float64),
+    "step_mean": pl.Float64, "step_z": pl.Float64, "step_n": pl.Int64, "context": pl.String, "layers": pl.List(pl.Int16), "layer_scores": pl.List(pl.Float64),
 }
 
 

@@ -9,7 +9,9 @@ layer_profile  run_id, measure, layer, n_correct, n_halluc, mean_correct, mean_h
                auroc_ci_low, auroc_ci_high (95% percentile bootstrap over samples; NaN with n_bootstrap 0),
                welch_t, welch_p, p_adjusted, significant, auroc_controlled (pairs within a step stratum)
 failures       run_id, kind ('high_score_hallucination' | 'low_score_correct'), rank, sample_id, step,
-               token_text, object, label, score, context (text with the token marked as [[token]]),
+               token_text, object, label, score, step_mean / step_z / step_n (the score's mean over every
+               token of that run and step, the token's z-score against them, how many; ranking uses step_z),
+               context (text with the token marked as [[token]]),
                layers (list), layer_scores (list, the per-layer score in the same order)
 grid           score, reject ('low' | 'high'), candidates_used, alpha, window, layer_set, layers (list),
                n_halluc, n_correct, n_tokens, n_scored, recall, false_rejection_rate, expected_resamples,

@@ -28,7 +28,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", default=None, help="label set name (default: chair when present, else the first found)")
     p.add_argument("--samples", default=None, help="comma-separated sample ids to draw saliency maps for "
                                                     "(default: picked automatically)")
-    p.add_argument("--score", choices=("out_mean", "prev"), default="out_mean", help="token score (default out_mean)")
+    p.add_argument("--score", default="out_mean",
+                   help="primary token score, a name of the score family (docs/analysis.md; default out_mean); "
+                        "the summary and the separation table cover every score")
+    p.add_argument("--binning", choices=("quantile", "uniform"), default="quantile",
+                   help="curve bins: quantile (equal token counts, default) or uniform (equal width on [0, 1])")
+    p.add_argument("--bins", type=int, default=10, help="curve bins (default 10)")
+    p.add_argument("--no-explorer", action="store_true", help="leave the token explorer out")
+    p.add_argument("--image-budget-mb", type=float, default=8.0,
+                   help="total size of images and image-patch maps embedded in the explorer (default 8 MB)")
     p.add_argument("--layers", type=_layers, default=None, help="target layers, e.g. 2,3 (default: upper half)")
     p.add_argument("--calibration", default=None, help="calibration.json or the folder holding it")
     p.add_argument("--no-calibrate", action="store_true", help="do not compute the SGRS calibration when none is given")
@@ -50,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = ReportConfig(labels=args.labels, samples=samples, score=args.score, layers=args.layers,
                        calibration=args.calibration, compute_calibration=not args.no_calibrate,
                        n_failures=args.failures, n_bootstrap=args.bootstrap, max_map_steps=args.max_map_tokens,
-                       title=args.title)
+                       title=args.title, binning=args.binning, bins=args.bins, explorer=not args.no_explorer,
+                       image_budget_mb=args.image_budget_mb)
     t0 = time.perf_counter()
     out = build_report(args.runs, args.out, cfg)
     size = Path(out).stat().st_size

@@ -70,7 +70,17 @@ def stylesheet(templates_dir: Path | None = None) -> str:
 
 # Context keys holding trusted raw text for <style>/<script> elements, where HTML escaping would corrupt them.
 # Each is made safe for its element before it gets here (see vega_bundle and Charts.to_script_json).
-RAW_KEYS = ("css", "vega_js", "charts_json")
+RAW_KEYS = ("css", "vega_js", "charts_json", "explorer_json", "explorer_js")
+
+
+def script(name: str, templates_dir: Path | None = None) -> str:
+    """A plain JavaScript file shipped beside the template, made safe to inline in a <script> element."""
+    folder = Path(templates_dir) if templates_dir else TEMPLATES_DIR
+    path = folder / name
+    if not path.is_file():
+        path = TEMPLATES_DIR / name  # a custom templates folder may hold only the template and stylesheet
+    text = path.read_text(encoding="utf-8")
+    return text.replace("</script", "<\\/script").replace("</SCRIPT", "<\\/SCRIPT")
 
 
 def render_page(context: dict, templates_dir: Path | None = None) -> str:

@@ -16,20 +16,25 @@ from typing import Any
 import polars as pl
 
 from saliency_lab.errors import SaliencyLabError, os_error
-from saliency_lab.report import assets
-from saliency_lab.report.config import ReportConfig
+from saliency_lab.report import assets, detector_view
+from saliency_lab.report.config import ReportConfig, analysis_binning
 from saliency_lab.report.data import RunData, find_labelset, load_runs
+from saliency_lab.report.explorer import ExplorerData, build_explorer
+from saliency_lab.report.outcomes import pairings, read_sgrs_rates, run_outcome
 from saliency_lab.report.page import Charts, Section
+from saliency_lab.report.runconfig import config_section
 from saliency_lab.report.scores import default_layers, labeled_scores, token_scores
+from saliency_lab.report.sections_curves import curve_section, position_section, step_controlled_curve
 from saliency_lab.report.sections_extra import calibration_section, compare_section
-from saliency_lab.report.sections_run import failure_cases, maps_section, summary_section
+from saliency_lab.report.sections_run import failure_cases, maps_section, runs_section
 from saliency_lab.report.sections_stats import (
     NEEDS_LABELS,
-    curve_section,
     distributions_section,
     layers_section,
     means_section,
 )
+from saliency_lab.report.separation import family_separation, rows_of, separation_section
+from saliency_lab.report.summary import Part, interventions_section, outcome_details, summary_section
 from saliency_lab.store.calibration import Calibration
 from saliency_lab.version import __version__
 
@@ -37,8 +42,11 @@ from saliency_lab.version import __version__
 def _analyze(paths: list[Path], labelset: str, cfg: ReportConfig) -> Any:
     from saliency_lab.analysis import AnalysisConfig, analyze
 
+    # The primary score only: per-score tests, curves and layer profiles of the whole family would cost
+    # minutes; the family gets the separation table (report.separation.family_separation).
     acfg = AnalysisConfig(score=cfg.score, layers=cfg.layers, n_bootstrap=cfg.n_bootstrap,
-                          n_failures=max(cfg.n_failures, 1))
+                          n_failures=max(cfg.n_failures, 1), bins=cfg.bins,
+                          binning=analysis_binning(cfg.binning))  # type: ignore[arg-type]
     return analyze([str(p) for p in paths], labelset, acfg)
 
 
@@ -55,7 +63,7 @@ def _calibration(paths: list[Path], labelset: str | None, cfg: ReportConfig, mis
 
     # Calibrate on the first run: the baseline whose generations SGRS would filter.
     try:
-        res = calibrate([str(paths[0])], labelset, CalibrationConfig(score=cfg.score))
+        res = calibrate([str(paths[0])], labelset, CalibrationConfig(score=cfg.score, n_bootstrap=cfg.n_bootstrap))
     except SaliencyLabError as exc:  # e.g. labels of one kind only: say so in the page, keep the rest
         return None, f"SGRS calibration could not run: {exc}"
     return res.to_calibration(f"computed by the report on {paths[0]} (labels {labelset})"), None
@@ -72,16 +80,19 @@ def build_report(runs: Sequence[str | Path] | str | Path, out_html: str | Path,
     data = load_runs(runs)
     _check_inputs(data, cfg)
     labelset = find_labelset(data, cfg.labels)
+    lset = labelset or ""  # the calls below that take it only run when some run holds labeled tokens
     with_set = [r for r in data if labelset and labelset in r.labelsets]
     # A label set can exist and still be empty (CHAIR found no object mentions): nothing to compare then.
-    labeled_runs = [r for r in with_set if r.n_labeled(labelset) > 0]
+    labeled_runs = [r for r in with_set if r.n_labeled(lset) > 0]
     labeled = [r.path for r in labeled_runs]
     missing = NEEDS_LABELS
     if with_set and not labeled_runs:
         missing = (f"The label set {labelset!r} has no labeled tokens in "
                    f"{', '.join(r.run_id for r in with_set)} (e.g. CHAIR found no object mentions in the "
                    "captions), so there is nothing to compare; label other samples or use human labels.")
-    result = _analyze(labeled, labelset, cfg) if labeled and labelset else None
+    result = _analyze(labeled, lset, cfg) if labeled else None
+    if result is not None:
+        result.separation = family_separation(labeled, lset, result.config)
     cal, cal_missing = _calibration(labeled, labelset if labeled else None, cfg, missing)
 
     layers_by_run = {r.run_id: _score_layers(r, cfg, result) for r in data}
@@ -90,15 +101,40 @@ def build_report(runs: Sequence[str | Path] | str | Path, out_html: str | Path,
         lab = r.label_table(labelset) if labelset else None
         halluc[r.run_id] = lab.filter(pl.col("label") == 1) if lab is not None else None
     with_rows = [r for r in data if r.has_rows()]
-    scores = token_scores(with_rows, labelset, cfg.layers, cfg.score) if with_rows and not cfg.samples else {}
+    scores: dict[str, pl.DataFrame | None] = (
+        dict(token_scores(with_rows, labelset, cfg.layers, cfg.score)) if with_rows and not cfg.samples else {})
 
-    dist = labeled_scores([str(p) for p in labeled], labelset, cfg.layers, cfg.score) if result and labelset else None
+    dist = labeled_scores([str(p) for p in labeled], lset, cfg.layers, cfg.score) if result else None
+    controlled, profile = _position_frames(labeled, lset, cfg) if result else (None, None)
     charts = Charts()
-    sections: list[Section] = [summary_section(data, labelset, result.summary if result else None)]
-    sections += [means_section(result, cfg.score, charts, missing),
-                 curve_section(result, cfg.score, charts, missing),
-                 distributions_section(result, cfg.score, charts, dist, missing),
-                 layers_section(result, cfg.score, charts, layers_by_run, missing)]
+    explorer = (build_explorer(data, labelset, cfg.layers, layers_by_run, cfg.score,
+                               int(cfg.image_budget_mb * 1e6), cfg.image_px) if cfg.explorer else None)
+    pairs = pairings(data, read_sgrs_rates(data), cfg.n_bootstrap)
+    det, det_why = detector_view.train(labeled, lset, cfg.n_bootstrap) if result else (None, missing)
+    outcomes = {r.run_id: run_outcome(r, cfg.n_bootstrap) for r in data}
+    sections: list[Section] = [
+        summary_section(data, labelset, outcomes, pairs, rows_of(result),
+                        _calibration_verdict(cal, cal_missing),
+                        detector_view.sentences(det) if det is not None else None),
+        config_section(data),
+        runs_section(data, labelset, result.summary if result else None),
+        separation_section(result, missing),
+        detector_view.section(det, det_why),
+        means_section(result, cfg.score, charts, missing),
+        curve_section(result, cfg.score, charts,
+                      step_controlled_curve(controlled, cfg.bins, analysis_binning(cfg.binning))
+                      if controlled is not None else None, missing),
+        position_section(profile, cfg.score, charts, missing),
+        distributions_section(result, cfg.score, charts, dist, missing),
+        layers_section(result, cfg.score, charts, layers_by_run, missing),
+    ]
+    if any(o.chair or o.pope for o in outcomes.values()):
+        sections[2].table(outcome_details(outcomes, cfg.n_bootstrap))
+    inter = interventions_section(pairs)
+    if inter is not None:
+        sections.insert(3, inter)
+    if explorer is not None:
+        sections.append(_explorer_section(explorer))
     sections.append(maps_section(data, charts, layers_by_run, halluc, scores, cfg.samples, cfg.n_auto_samples,
                                  cfg.max_map_steps))
     sections.append(_failures_section(data, result, cfg, missing))
@@ -107,10 +143,10 @@ def build_report(runs: Sequence[str | Path] | str | Path, out_html: str | Path,
     if cmp is not None:
         sections.append(cmp)
     if labelset and len(labeled_runs) < len(data):
-        sections[0].note(f"Runs without labeled tokens in the label set {labelset}: "
+        sections[2].note(f"Runs without labeled tokens in the label set {labelset}: "
                          + ", ".join(r.run_id for r in data if r not in labeled_runs))
 
-    html = _render(data, labelset, cfg, sections, charts)
+    html = _render(data, labelset, cfg, sections, charts, explorer)
     tmp = out.with_name(out.name + ".tmp")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -174,8 +210,55 @@ def _failures_section(data: list[RunData], result: Any, cfg: ReportConfig, missi
     return sec
 
 
+def _position_frames(labeled: list[Path], labelset: str, cfg: ReportConfig
+                     ) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
+    """Named queries `step_controlled` (labeled tokens with their z-score within the step) and
+    `step_profile` (rate and score by step) over the labeled runs."""
+    from saliency_lab.store.catalog import open_catalog
+
+    params = {"labels": labelset, "score": cfg.score, "normalization": "row",
+              "layers": ",".join(str(int(x)) for x in cfg.layers) if cfg.layers else "NULL"}
+    with open_catalog([str(p) for p in labeled]) as cat:
+        return cat.query("step_controlled", params), cat.query("step_profile", params)
+
+
+def _calibration_verdict(cal: Calibration | None, why: str | None) -> list[Part]:
+    if cal is None:
+        return [Part(why or "No calibration.", href="#calibration")]
+    rec = cal.recommended or {}
+    met = cal.recommended_metrics or {}
+    if not rec:
+        return [Part("No SGRS setting recommended", href="#calibration", cls="bad"),
+                Part(f": {cal.reason}." if cal.reason else ".")]
+    what = f"{rec['score']} reject {rec.get('reject', 'low')}, " if rec.get("score") else ""
+    parts = [Part("Recommended: "),
+             Part(f"{what}alpha {rec.get('alpha')}, W {rec.get('window')}, layers {rec.get('layers')}",
+                  href="#calibration", key="summary|calibration")]
+    if met.get("recall") is not None:
+        parts += [Part(" (recall "), Part(f"{float(met['recall']):.3f}", href="#calibration",
+                                          value=repr(float(met["recall"])), key="summary|calibration|recall"),
+                  Part(", false rejections "),
+                  Part(f"{float(met['false_rejection_rate']):.3f}", href="#calibration",
+                       value=repr(float(met["false_rejection_rate"])), key="summary|calibration|frr"),
+                  Part(")")]
+    return parts
+
+
+def _explorer_section(explorer: ExplorerData) -> Section:
+    sec = Section("explorer", "Token explorer",
+                  intro="Every sample's output, each token coloured by the chosen score (darker = higher); "
+                        "labeled hallucinations are underlined in red, labeled correct objects in green. Click a "
+                        "token for its scores, its per-layer values, its saliency row over the earlier output "
+                        "tokens and, for image samples, the image with the token's saliency over the image "
+                        "patches (needs rows captured with --rows all).")
+    for line in explorer.dropped:
+        sec.note(line)
+    sec.blocks.append({"kind": "explorer"})
+    return sec
+
+
 def _render(data: list[RunData], labelset: str | None, cfg: ReportConfig, sections: list[Section],
-            charts: Charts) -> str:
+            charts: Charts, explorer: ExplorerData | None) -> str:
     import vl_convert as vlc
 
     folder = Path(cfg.templates_dir) if cfg.templates_dir else None
@@ -192,5 +275,7 @@ def _render(data: list[RunData], labelset: str | None, cfg: ReportConfig, sectio
         css=assets.stylesheet(folder),
         vega_js=assets.vega_bundle(),
         charts_json=charts.to_script_json(),
+        explorer_json=explorer.to_script_json() if explorer is not None else "null",
+        explorer_js=assets.script("explorer.js", folder),
         vega_versions=f"{vlc.get_vega_version()} / vega-embed {vlc.get_vega_embed_version()}",
     ), folder)

@@ -34,16 +34,24 @@ def spec(chart: alt.TopLevelMixin) -> dict[str, Any]:
     return chart.to_dict(validate=True)
 
 
-def curve_chart(curve: pl.DataFrame, title: str, x_title: str, width: int = 380) -> alt.Chart:
-    """Fig. 8b: hallucination rate per score bin with Wilson 95% intervals, one colour per run."""
-    data = curve.with_columns(((pl.col("lo") + pl.col("hi")) / 2).alias("mid")).filter(pl.col("n") > 0)
+def curve_chart(curve: pl.DataFrame, title: str, x_title: str, width: int = 380,
+                quantile: bool = False) -> alt.LayerChart:
+    """Fig. 8b: hallucination rate per score bin with Wilson 95% intervals, one colour per run. Equal-width
+    bins sit at their centre on the score axis, a horizontal bar spanning the bin; quantile bins (equal token
+    counts, edges differ per run) sit at their quantile, so a skewed score does not crowd them into one corner
+    (edges in the tooltip and the table). Empty bins are not drawn."""
+    nb = pl.col("bin").max().over("run_id") + 1
+    data = curve.filter(pl.col("n") > 0).with_columns(
+        ((pl.col("lo") + pl.col("hi")) / 2).alias("mid"), ((pl.col("bin") + 0.5) / nb).alias("quantile"))
+    x = (alt.X("quantile:Q", title=x_title, scale=alt.Scale(domain=[0, 1])) if quantile
+         else alt.X("mid:Q", title=x_title, scale=alt.Scale(zero=False, nice=False)))
     base = alt.Chart(_data(data)).encode(
-        x=alt.X("mid:Q", title=x_title, scale=alt.Scale(domain=[0, 1])),
+        x=x,
         color=alt.Color("run_id:N", title="run"),
         tooltip=[
             alt.Tooltip("run_id:N", title="run"),
-            alt.Tooltip("lo:Q", format=".2f", title="bin from"),
-            alt.Tooltip("hi:Q", format=".2f", title="bin to"),
+            alt.Tooltip("lo:Q", format=".4g", title="bin from"),
+            alt.Tooltip("hi:Q", format=".4g", title="bin to"),
             alt.Tooltip("n:Q", title="tokens"),
             alt.Tooltip("n_halluc:Q", title="hallucinated"),
             alt.Tooltip("rate:Q", format=".3f"),
@@ -51,12 +59,38 @@ def curve_chart(curve: pl.DataFrame, title: str, x_title: str, width: int = 380)
             alt.Tooltip("ci_high:Q", format=".3f", title="Wilson high"),
         ],
     )
-    line = base.mark_line(point=True).encode(
-        y=alt.Y("rate:Q", title="P(hallucinated)", scale=alt.Scale(domain=[0, 1]))
+    y = alt.Y("rate:Q", title="P(hallucinated)", scale=alt.Scale(domain=[0, 1]))
+    parts: list[Any] = [base.mark_errorbar(ticks=True).encode(y=alt.Y("ci_low:Q", title="P(hallucinated)"),
+                                                              y2=alt.Y2("ci_high:Q"))]
+    if not quantile:
+        parts.append(base.mark_rule(strokeWidth=2, opacity=0.5).encode(x=alt.X("lo:Q", title=x_title), x2="hi:Q",
+                                                                       y=y))
+    parts.append(base.mark_line(point=True).encode(y=y))
+    return alt.layer(*parts).properties(title=title, width=width, height=260)
+
+
+def step_rate_chart(profile: pl.DataFrame, title: str, width: int = 380) -> alt.LayerChart:
+    """Hallucination rate among labeled tokens at each generation step, Wilson 95% intervals."""
+    base = alt.Chart(_data(profile)).encode(
+        x=alt.X("step:Q", title="generation step", axis=alt.Axis(tickMinStep=1)),
+        color=alt.Color("run_id:N", title="run"),
+        tooltip=["run_id:N", "step:Q", "n_labeled:Q", "n_halluc:Q", alt.Tooltip("rate:Q", format=".3f")],
     )
-    bars = base.mark_errorbar(ticks=True).encode(y=alt.Y("ci_low:Q", title="P(hallucinated)"),
-                                                 y2=alt.Y2("ci_high:Q"))
-    return alt.layer(bars, line).properties(title=title, width=width, height=260)
+    y = alt.Y("rate:Q", title="P(hallucinated)", scale=alt.Scale(domain=[0, 1]))
+    return alt.layer(
+        base.mark_errorbar(ticks=True).encode(y=alt.Y("ci_low:Q", title="P(hallucinated)"), y2="ci_high:Q"),
+        base.mark_line(point=True).encode(y=y),
+    ).properties(title=title, width=width, height=240)
+
+
+def step_score_chart(profile: pl.DataFrame, title: str, score: str, width: int = 380) -> alt.Chart:
+    """Mean token score at each generation step (every scored token), per run."""
+    return alt.Chart(_data(profile)).mark_line(point=True).encode(
+        x=alt.X("step:Q", title="generation step", axis=alt.Axis(tickMinStep=1)),
+        y=alt.Y("mean_score:Q", title=f"mean {score}"),
+        color=alt.Color("run_id:N", title="run"),
+        tooltip=["run_id:N", "step:Q", "n_tokens:Q", alt.Tooltip("mean_score:Q", format=".4f")],
+    ).properties(title=title, width=width, height=240)
 
 
 def means_chart(means: pl.DataFrame, title: str, width: int = 300) -> alt.Chart:

@@ -24,19 +24,21 @@ def calibration_section(cal: Calibration | None, why_missing: str | None, charts
     if cal is None:
         sec.needs = why_missing or "No calibration results."
         return sec
-    rec = {**(cal.recommended or {}), **cal.recommended_metrics}
+    if cal.reason:
+        sec.note(("Verdict: " if cal.recommended else "No recommendation: ") + cal.reason)
+    rec = {**cal.recommended, **cal.recommended_metrics} if cal.recommended else {}
     point = {k: rec.get(k) for k in ("recall", "false_rejection_rate")}
     if "layers" in rec and isinstance(rec["layers"], list):
         point["layers"] = ",".join(str(x) for x in rec["layers"])
-    chart = ch.frontier_chart(cal.grid.with_columns(pl.col("layer_set").cast(pl.Utf8)), point, cal.budget,
-                              "Recall vs false rejections")
+    chart = ch.frontier_chart(cal.grid.with_columns(pl.col("layer_set").cast(pl.Utf8)), point if rec else None,
+                              cal.budget, "Recall vs false rejections")
     sec.blocks.append(charts.block("calibration frontier", chart, caption=f"Source: {cal.source}."))
-    items = [(k, v) for k, v in tb.flatten("", rec, []) if not isinstance(v, dict)]
-    items += [("false-rejection budget", cal.budget), ("recommendation within budget", cal.within_budget),
-              ("candidates recorded", cal.has_candidates)]
-    sec.table(tb.key_value_table("calibration-recommended", "Recommended SGRS setting", items,
-                                 note="Use with `saliency-lab capture --strategy sgrs --sgrs-alpha A "
-                                      "--sgrs-window W --sgrs-layers L`."))
+    if rec:
+        items = [(k, v) for k, v in tb.flatten("", rec, []) if not isinstance(v, dict)]
+        items += [("false-rejection budget", cal.budget), ("candidates recorded", cal.has_candidates)]
+        sec.table(tb.key_value_table("calibration-recommended", "Recommended SGRS setting", items,
+                                     note="Use with `saliency-lab capture --strategy sgrs --calibration FILE` "
+                                          "(or --sgrs-alpha A --sgrs-window W --sgrs-layers L)."))
     front = cal.frontier
     if front.height:
         cols: list[str] = [c for c in ("alpha", "window", "layer_set", "recall", "false_rejection_rate", "expected_resamples",

@@ -38,24 +38,14 @@ def run_counts(run: RunData) -> dict[str, Any]:
     }
 
 
-def summary_section(runs: list[RunData], labelset: str | None, analysis_summary: dict[str, Any] | None) -> Section:
-    """The run summary section: run.json facts, counts and label metrics per run."""
-    sec = Section("summary", "Run summary",
-                  intro="What each run is (from run.json), how many samples it holds, and its label metrics.")
+def runs_section(runs: list[RunData], labelset: str | None, analysis_summary: dict[str, Any] | None) -> Section:
+    """The runs section: samples per run, failed samples, and the label metrics the labeler wrote."""
+    sec = Section("runs", "Runs: counts and label metrics",
+                  intro="How many samples each run holds, samples that failed, and the label metrics as the "
+                        "labeler wrote them (labels/<set>.json).")
     for run in runs:
         if len(runs) > 1:
             sec.heading(f"Run {run.run_id}")
-        meta = run.meta
-        model = dict(meta.get("model") or {})
-        sec.table(tb.key_value_table(f"model:{run.run_id}", f"Model — {run.run_id}", [
-            ("run folder", str(run.path)), ("created", meta.get("created_at")),
-            ("toolkit version", meta.get("toolkit_version")), *tb.flatten("", model, []),
-        ]))
-        sec.table(tb.key_value_table(f"decoding:{run.run_id}", "Decoding and saliency configuration", [
-            *tb.flatten("decoding", meta.get("decoding") or {}, []),
-            *tb.flatten("saliency", meta.get("saliency") or {}, []),
-            ("manifest", (meta.get("manifest") or {}).get("path")), ("shards", meta.get("shards")),
-        ]))
         sec.table(tb.key_value_table(f"counts:{run.run_id}", "Counts", run_counts(run)))
         errs = run.samples.filter(pl.col("status") != "ok")
         if errs.height:

@@ -148,40 +148,6 @@ def attention_table(run_id: str, comparison: dict[str, Any]) -> tb.Table | None:
     return t if t.rows else None
 
 
-def curve_section(result: Any, score: str, charts: Charts,
-                  missing: str = NEEDS_LABELS) -> Section:
-    """Fig. 8b: hallucination rate per score bin with Wilson intervals; only `needs` without a result."""
-    sec = Section("curve", "Hallucination rate by score bin (Fig. 8b)",
-                  intro="Tokens binned by score (equal-width bins on [0, 1] unless configured otherwise); "
-                        "each point is the share of hallucinated tokens in the bin with its Wilson 95% interval. "
-                        "The paper finds the rate falls steadily as saliency rises.")
-    if result is None:
-        sec.needs = missing
-        return sec
-    curve = result.curve
-    items = []
-    for m in _measures(curve, score):
-        items.append(charts.add(f"curve {m}", ch.curve_chart(curve.filter(pl.col("measure") == m),
-                                                               measure_title(m), f"{m} (bin centre)")))
-    sec.blocks.append(charts.row(items))
-    t = tb.Table(key="curve", title=f"Bins of the token score ({score})",
-                 columns=["run", "bin", "from", "to", "tokens", "hallucinated", "rate", "Wilson 95%"])
-    for r in curve.filter(pl.col("measure") == score).sort("run_id", "bin").iter_rows(named=True):
-        k = f"{r['run_id']}|{r['bin']}"
-        t.rows.append([tb.text(r["run_id"]), tb.num(int(r["bin"]), key=f"{k}|bin"),
-                       tb.num(r["lo"], 2, key=f"{k}|lo"), tb.num(r["hi"], 2, key=f"{k}|hi"),
-                       tb.num(int(r["n"]), key=f"{k}|n"), tb.num(int(r["n_halluc"]), key=f"{k}|n_halluc"),
-                       tb.num(r["rate"], key=f"{k}|rate"),
-                       tb.Cell(_ci(r["ci_low"], r["ci_high"]), cls="num", key=f"{k}|ci",
-                               value=f"{r['ci_low']!r}|{r['ci_high']!r}")])
-    sec.table(t)
-    return sec
-
-
-def _ci(lo: Any, hi: Any) -> str:
-    return "–" if lo is None or hi is None else f"[{float(lo):.3f}, {float(hi):.3f}]"
-
-
 def distributions_section(result: Any, score: str, charts: Charts, token_scores: pl.DataFrame | None,
                           missing: str = NEEDS_LABELS) -> Section:
     """Fig. 8a: the score's distribution by label and each measure's means; only `needs` without a result."""

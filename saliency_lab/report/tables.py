@@ -18,6 +18,7 @@ class Cell:
     value: str | None = None  # repr of the exact number shown, for machine checks
     cls: str | None = None
     key: str | None = None
+    href: str | None = None  # "#section": the section that derives this number
 
 
 @dataclass

@@ -17,7 +17,10 @@ from saliency_lab.cli import main as cli_main
 from saliency_lab.errors import SaliencyLabError
 from saliency_lab.report import ReportConfig, build_report
 
-ALL_SECTIONS = ["summary", "means", "curve", "distributions", "layers", "maps", "failures", "calibration"]
+ALL_SECTIONS = ["summary", "config", "runs", "separation", "detector", "means", "curve", "position", "distributions",
+                "layers", "explorer", "maps", "failures", "calibration"]
+NEED_LABELS = {"summary", "runs", "separation", "detector", "means", "curve", "position", "distributions", "layers",
+               "failures", "calibration"}
 FAST = dict(n_bootstrap=50)
 
 
@@ -82,7 +85,7 @@ def test_bundle_inlined_once_and_no_external_loads(built):
 def test_numbers_equal_the_analysis(built):
     run, _, html = built
     vals = parse(html).values
-    res = analyze([str(run)], "chair", AnalysisConfig(**FAST, n_failures=6))
+    res = analyze([str(run)], "chair", AnalysisConfig(**FAST, n_failures=6, binning="quantile"))
     lm = res.label_means.filter(pl.col("layer").is_null())
     assert lm.height >= 4
     for r in lm.iter_rows(named=True):
@@ -92,7 +95,11 @@ def test_numbers_equal_the_analysis(built):
         assert mean == r["mean"] and sd == r["sd"]
     for r in res.curve.filter(pl.col("measure") == "out_mean").iter_rows(named=True):
         key = f"{r['run_id']}|{r['bin']}"
+        if r["n"] == 0:  # empty bins are never printed
+            assert f"{key}|n" not in vals
+            continue
         assert int(vals[f"{key}|n"]) == r["n"] and int(vals[f"{key}|n_halluc"]) == r["n_halluc"]
+        assert float(vals[f"{key}|lo"]) == r["lo"] and float(vals[f"{key}|hi"]) == r["hi"]  # quantile edges
         if r["n"]:
             assert float(vals[f"{key}|rate"]) == r["rate"]
             lo, hi = (float(x) for x in vals[f"{key}|ci"].split("|"))
@@ -140,7 +147,7 @@ def test_report_without_labels_says_what_needs_them(tmp_path):
     html = build_report([run], tmp_path / "r.html", ReportConfig(**FAST)).read_text()
     page = parse(html)
     assert page.sections == ALL_SECTIONS
-    assert set(page.needs) == {"summary", "means", "curve", "distributions", "layers", "failures", "calibration"}
+    assert set(page.needs) == NEED_LABELS
     assert any(c.startswith("chart-map-") for c in page.charts)  # maps need rows, not labels
 
 
@@ -199,5 +206,5 @@ def test_empty_label_set_is_explained_not_fatal(tmp_path):
     write_part_atomic(empty_table("labels"), run / "labels" / "chair.parquet")
     html = build_report([run], tmp_path / "r.html", ReportConfig(**FAST)).read_text()
     page = parse(html)
-    assert {"means", "curve", "layers", "failures", "calibration"} <= set(page.needs)
+    assert {"means", "curve", "layers", "failures", "calibration", "separation"} <= set(page.needs)
     assert "has no labeled tokens" in html

@@ -139,7 +139,8 @@ def test_label_means_and_failure_cases(run):
             assert row["n"] == len(vals) and row["step_lo"] is None
     assert cases.height == 6
     hi = cases.filter(cases["kind"] == "high_score_hallucination")
-    assert hi["score"].to_list() == sorted(hi["score"].to_list(), reverse=True)
+    z = [v for v in hi["step_z"].to_list() if v is not None]
+    assert z == sorted(z, reverse=True)  # ranked position-controlled (z within the step), nulls last
     samples = read(run, "samples")
     text = dict(zip(samples["sample_id"], samples["output_text"], strict=True))
     for row in cases.iter_rows(named=True):
@@ -170,6 +171,27 @@ def test_object_means_first_subtoken_per_object_and_label(run):
         assert row["n"] == len(vals)
         defined = [v for v in vals if v is not None]
         assert row["out_mean_mean"] == pytest.approx(np.mean(defined)) if defined else row["out_mean_mean"] is None
+
+
+def test_failure_cases_are_position_controlled(run):
+    """step_z recomputed from the independent token scores: (score - mean) / sd over the run's same step;
+    the ranking follows it (nulls last), not the raw score."""
+    with open_catalog([run]) as cat:
+        cases = cat.query("failure_cases", {"top": "50", "context": "10", "min_step_tokens": "3"})
+    sc = token_scores(run, 4)
+    for kind, sign in (("high_score_hallucination", -1), ("low_score_correct", 1)):
+        z = cases.filter(cases["kind"] == kind)["step_z"].to_list()
+        defined = [v for v in z if v is not None]
+        assert defined == sorted(defined, key=lambda v: sign * v)
+        assert z[: len(defined)] == defined  # undefined z (rare steps) rank last
+    for row in cases.iter_rows(named=True):
+        same = [v["out_mean"] for (sid, st), v in sc.items() if st == row["step"] and v["out_mean"] is not None]
+        assert row["step_n"] == len(same)
+        assert row["step_mean"] == pytest.approx(np.mean(same))
+        if len(same) >= 3:
+            assert row["step_z"] == pytest.approx((row["score"] - np.mean(same)) / np.std(same, ddof=1))
+        else:
+            assert row["step_z"] is None
 
 
 def test_label_means_per_step_band_and_score_lists(run):
