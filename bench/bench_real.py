@@ -28,10 +28,10 @@ def main() -> int:
     args = ap.parse_args()
 
     import torch
-    from saliency_lab.saliency.capture import capture_sample
 
     from saliency_lab.config import DecodingConfig, ManifestSample, ModelConfig, SaliencyConfig
     from saliency_lab.models.registry import load_model
+    from saliency_lab.pipeline import capture_sample
 
     torch.set_num_threads(args.threads)
     t = time.perf_counter()

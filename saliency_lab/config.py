@@ -64,6 +64,9 @@ def validate_layers(layers: Sequence[int] | None, n_layers: int | None, flag: st
                                "pick target layers in that range")
 
 
+#: The dtypes a model loads in (`--dtype`).
+DType = Literal["float32", "float64", "bfloat16", "float16"]
+
 @dataclass(frozen=True)
 class ManifestSample:
     """One manifest line (docs/capture.md, "The manifest")."""
@@ -78,12 +81,16 @@ class ManifestSample:
 
 @dataclass
 class SaliencyConfig:
+    """What capture records besides the per-layer sums: head reduction, candidates, full rows,
+    verification."""
+
     heads: HeadsMode = "sum_abs"
     candidates: int = 0  # top-K alternatives whose saliency is captured (0 = none)
     rows: RowsMode | None = None  # store full S_raw rows as float16 lists
     verify: bool = False  # also run the per-prefix reference and compare
 
     def validate(self) -> SaliencyConfig:
+        """Itself, checked; SaliencyLabError naming the option otherwise."""
         _choice("--heads", self.heads, HEADS_MODES)
         _int_at_least("--candidates", self.candidates, 0, "0 records no alternatives")
         if self.rows is not None:
@@ -93,6 +100,8 @@ class SaliencyConfig:
 
 @dataclass
 class SGRSConfig:
+    """SGRS (saliency-guided rejection sampling) settings: tau = alpha * mean score of the last W tokens."""
+
     alpha: float = 0.6
     window: int = 5  # W: accepted tokens whose mean score sets tau
     k: int = 5  # top-K candidates
@@ -116,11 +125,15 @@ class SGRSConfig:
 
 @dataclass
 class LocoREConfig:
+    """LocoRE settings: strength beta (0 = off), window w_s of recent outputs it reinforces, and where it
+    acts."""
+
     beta: float = 0.0  # 0 disables LocoRE
     window: int = 5  # w_s (the paper gives no value; 5 is our default)
     mode: LocoREMode = "post_softmax"
 
     def validate(self) -> LocoREConfig:
+        """Itself, checked; SaliencyLabError naming the option otherwise."""
         # beta < 0 would damp recent outputs instead of reinforcing them; the hook refuses it too.
         if not _is_number(self.beta) or self.beta < 0:
             raise SaliencyLabError(f"--locore-beta {self.beta!r}: must be a finite number >= 0 "
@@ -163,6 +176,8 @@ class SaliencyDecayConfig:
 
 @dataclass
 class DecodingConfig:
+    """How tokens are chosen (greedy or sampling) and which interventions (SGRS, LocoRE, decay) act."""
+
     max_new_tokens: int = 64
     strategy: Strategy = "greedy"
     seed: int = 0
@@ -194,12 +209,15 @@ class DecodingConfig:
 
 @dataclass
 class ModelConfig:
+    """The model to load: local folder (or cached HF id), dtype, device, revision."""
+
     model: str  # local directory or HF id
-    dtype: Literal["float32", "float64", "bfloat16", "float16"] = "float32"
+    dtype: DType = "float32"
     device: str = "cpu"
     revision: str | None = None
 
     def validate(self) -> ModelConfig:
+        """Itself, checked; SaliencyLabError naming the option otherwise."""
         if not isinstance(self.model, str) or not self.model.strip():
             raise SaliencyLabError("--model is empty; pass a local model folder")
         _choice("--dtype", self.dtype, DTYPES)
@@ -237,4 +255,5 @@ class CaptureConfig:
         return self
 
     def to_json(self) -> dict[str, Any]:
+        """Every setting as plain nested dicts (what run.json records)."""
         return asdict(self)

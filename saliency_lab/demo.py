@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from saliency_lab.config import DType
 from saliency_lab.errors import SaliencyLabError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -26,6 +27,8 @@ DEFAULT_MODEL = REPO_ROOT / "datasets" / "shapes" / "model"
 
 @dataclass
 class DemoConfig:
+    """Settings of `run_demo`: output folder, model, sizes, seed and which stages run."""
+
     out: str = "saliency-lab-demo"
     model: str | None = None  # default: the shipped checkpoint datasets/shapes/model
     quick: bool = False
@@ -34,7 +37,7 @@ class DemoConfig:
     seed: int = 7  # evaluation scenes (held out: training and its own evaluation use other streams)
     partner_absent_share: float = 0.6
     max_new_tokens: int | None = None  # default: the world's
-    dtype: str = "float32"
+    dtype: DType = "float32"
     n_samples: int | None = None  # text world: prompts (default: the world's; --quick fewer)
     locore_beta: float = 0.5
     interventions: bool = True
@@ -45,6 +48,7 @@ class DemoConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def sizes(self) -> tuple[int, int]:
+        """(caption images, POPE images): (8, 4) with `quick`."""
         return (8, 4) if self.quick else (self.n_images, self.pope_images)
 
 
@@ -113,6 +117,7 @@ class DemoWorld(Protocol):
 
 
 class CaptureFn(Protocol):
+    """How a world runs one capture: a manifest, a run id, optional decoding and saliency settings."""
     def __call__(self, manifest: Path, run_id: str, decoding: Any = None, saliency: Any = None) -> Any: ...
 
 
@@ -126,9 +131,11 @@ class SceneWorld:
         self.ws: Any = None
 
     def answer_length(self, cfg: DemoConfig) -> int:
+        """32 tokens: a scene caption is short."""
         return 32
 
     def resolve_model(self, cfg: DemoConfig, log: _Log) -> str:
+        """The shipped (or retrained, or given) scene-world LLaVA folder."""
         out = Path(cfg.out)
         if cfg.retrain:
             from saliency_lab.world.train import TrainConfig, train, train_recipe
@@ -147,6 +154,7 @@ class SceneWorld:
         return str(path)
 
     def prepare(self, cfg: DemoConfig, out: Path, summary: dict, log: _Log) -> Path:
+        """Held-out scenes, their COCO-style ground truth and POPE questions under `out`."""
         from saliency_lab.world.dataset import build_world_set
 
         n_images, pope_images = cfg.sizes()
@@ -159,12 +167,14 @@ class SceneWorld:
         return ws.caption_manifest
 
     def label(self, run_dir: Path, slot: dict) -> None:
+        """CHAIR labels against the scenes' instances; metrics go into `slot`."""
         from saliency_lab.labels.label_run import label_chair
 
         info = label_chair(run_dir, instances=str(self.ws.instances), synonyms=str(self.ws.synonyms)).info
         slot["chair"] = info["metrics"]
 
     def side_runs(self, cap: CaptureFn, summary: dict, log: _Log) -> None:
+        """The POPE capture and its labels."""
         from saliency_lab.config import DecodingConfig
 
         pope = cap(self.ws.pope_manifest, "pope", decoding=DecodingConfig(max_new_tokens=4))
@@ -176,9 +186,11 @@ class SceneWorld:
             summary["runs"]["pope"]["pope"] = label_pope(pope.run_dir).info["metrics"]
 
     def findings(self, run_dir: Path, score: str, summary: dict) -> None:
+        """Saliency split into partner words (the planted prior's pull) and other objects."""
         summary["saliency_by_kind"] = _partner_split(run_dir, score)
 
     def format_findings(self, summary: dict) -> list[str]:
+        """The partner / other split as a printed line."""
         k = summary.get("saliency_by_kind")
         if not k:
             return []
@@ -189,7 +201,7 @@ class SceneWorld:
                 f"(n={k['other_correct_n']})"]
 
 
-def _load_once(model: str, dtype: str, log: _Log):
+def _load_once(model: str, dtype: DType, log: _Log):
     """Load the model once for every capture of the demo (a real model takes seconds to load)."""
     from transformers.utils import logging as hf_logging
 

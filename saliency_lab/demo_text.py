@@ -32,6 +32,7 @@ class TextWorld:
         self.captions: dict[str, list[CaptionResult]] = {}
 
     def resolve_model(self, cfg: DemoConfig, log: _Log) -> str:
+        """`--model` as given, else the packaged SmolLM2 GGUF (`smollm2`)."""
         from saliency_lab.models.gguf import gguf_file
 
         model = cfg.model or DEFAULT_MODEL
@@ -40,14 +41,17 @@ class TextWorld:
         return model
 
     def answer_length(self, cfg: DemoConfig) -> int:
+        """64 tokens (24 with --quick): a few sentences."""
         # SmolLM2 names unlisted objects mostly after its first sentences, so the full run lets it talk longer
         return 24 if cfg.quick else 64
 
     def n_samples(self, cfg: DemoConfig) -> int:
+        """How many prompts: --n-samples, else the world's default (fewer with --quick)."""
         # 24 x 4 runs of 64 tokens: about 11 CPU-minutes on one thread (the 10-minute budget on 2 cores)
         return cfg.n_samples or (8 if cfg.quick else 24)
 
     def prepare(self, cfg: DemoConfig, out: Path, summary: dict, log: _Log) -> Path:
+        """Seeded text-world prompts and their ground truth (keyed by sample_id) under `out`."""
         from saliency_lab.world.text import build_text_set
 
         self.data = build_text_set(out / "data", n=self.n_samples(cfg), seed=cfg.seed)
@@ -56,6 +60,7 @@ class TextWorld:
         return self.data.manifest
 
     def label(self, run_dir: Path, slot: dict) -> None:
+        """CHAIR labels against the listed objects; metrics and per-category counts go into `slot`."""
         from saliency_lab.labels.label_run import label_chair
 
         res = label_chair(run_dir, ground_truth=str(self.data.ground_truth))
@@ -72,12 +77,15 @@ class TextWorld:
             }
 
     def side_runs(self, cap: CaptureFn, summary: dict, log: _Log) -> None:
+        """None: the text world has no side runs."""
         return None
 
     def findings(self, run_dir: Path, score: str, summary: dict) -> None:
+        """Hallucinated mentions per COCO category (the synonym table's effect)."""
         return None
 
     def format_findings(self, summary: dict) -> list[str]:
+        """The per-category counts as printed lines."""
         lines = []
         for name, r in summary.get("runs", {}).items():
             ci = r.get("chair_ci")

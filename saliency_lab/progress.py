@@ -29,6 +29,7 @@ class Progress:
             )
 
     def update(self, n: int = 1, **counts: int) -> None:
+        """Advance by `n`; `counts` are shown beside the bar. No-op when quiet."""
         if self._bar is None:
             return
         if counts:
@@ -36,6 +37,7 @@ class Progress:
         self._bar.update(n)
 
     def close(self) -> None:
+        """Close the bar (idempotent)."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None

@@ -68,6 +68,7 @@ class RunResult:
         return f"{self.error} sample(s) failed" + (f": {classes}" if classes else "")
 
     def summary(self) -> str:
+        """One line: run id, shard, sample counts by outcome, time and the verify difference."""
         k, n = self.shard
         shard = f" (shard {k}/{n})" if n > 1 else ""
         verify = "" if self.verify_max_abs_diff is None else f"; verify max |diff| {self.verify_max_abs_diff:.3g}"

@@ -263,6 +263,7 @@ def calibrate(runs: RunsArg, labels: str, config: CalibrationConfig | None = Non
     """Grid search of the SGRS score, rejection direction, alpha, W and target layers by offline replay (all
     runs pooled); recommends a setting only when it beats chance (calibration.verdict)."""
     cfg = (config or CalibrationConfig()).validate()
+    assert cfg.alphas is not None and cfg.windows is not None  # validate() fills both
     scores = cfg.scores
     rows: list[dict] = []
     counts = GroupCounts()
@@ -270,7 +271,7 @@ def calibrate(runs: RunsArg, labels: str, config: CalibrationConfig | None = Non
         check_labelset(cat, labels)
         sets = ([(",".join(map(str, s)), sorted(int(x) for x in s)) for s in cfg.layer_sets]
                 if cfg.layer_sets else _default_layer_sets(cat))
-        has_cand = cat.con.execute("SELECT count(*) FROM candidates").fetchone()[0] > 0
+        has_cand = (cat.con.execute("SELECT count(*) FROM candidates").fetchone() or (0,))[0] > 0
         cand_scores = [s for s in scores if SCORES[s].candidates]
         for name, layers in sets:
             params = {"layers": _layers_param(layers), "normalization": cfg.normalization}

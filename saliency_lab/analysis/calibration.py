@@ -35,11 +35,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import numpy as np
 import polars as pl
 
-GRID_SCHEMA = {
+GRID_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "score": pl.String, "reject": pl.String, "candidates_used": pl.Boolean,
     "alpha": pl.Float64, "window": pl.Int64, "layer_set": pl.String, "layers": pl.List(pl.Int64),
     "n_halluc": pl.Int64, "n_correct": pl.Int64, "n_tokens": pl.Int64, "n_scored": pl.Int64,
@@ -200,8 +201,18 @@ def _aligned(mats: list[np.ndarray], keys: list[np.ndarray], universe: np.ndarra
     return out
 
 
+class DifferenceBounds(TypedDict):
+    """`difference_bounds` per setting (arrays) and the max-t quantile `q` (NaN without live settings)."""
+
+    diff: np.ndarray
+    ci_low: np.ndarray
+    ci_high: np.ndarray
+    lower: np.ndarray
+    q: float
+
+
 def difference_bounds(counts: GroupCounts, n_boot: int, seed: int,
-                      level: float = 0.95) -> dict[str, np.ndarray | float]:
+                      level: float = 0.95) -> DifferenceBounds:
     """Per setting: recall - false rejection (`diff`), its pointwise percentile interval and the
     simultaneous (max-t) lower bound over all settings (module docstring), from one set of sample resamples."""
     universe = np.unique(np.concatenate(counts.sample_keys)) if counts.sample_keys else np.array([])

@@ -62,4 +62,5 @@ def trend_tests(x: np.ndarray, y: np.ndarray, groups: np.ndarray, bins: int, bin
 
 
 def curve_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    """The curve rows as a frame of CURVE_SCHEMA (an empty frame of that schema without rows)."""
     return pl.DataFrame(rows, schema=CURVE_SCHEMA) if rows else pl.DataFrame(schema=CURVE_SCHEMA)

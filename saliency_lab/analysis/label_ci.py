@@ -20,6 +20,8 @@ Metric = Callable[[np.ndarray, np.ndarray], float]
 
 @dataclass
 class Estimate:
+    """A metric's value, its 95% bootstrap interval and the number of samples behind it."""
+
     value: float
     ci: tuple[float, float]
     n: int  # samples
@@ -41,10 +43,12 @@ def chair_counts(labels: pl.DataFrame, sample_ids: Sequence[str]) -> tuple[np.nd
 
 
 def chair_i(m: np.ndarray, h: np.ndarray) -> float:
+    """CHAIR_i: hallucinated mentions over all mentions (per-sample counts m, h); NaN without mentions."""
     return float(h.sum() / m.sum()) if m.sum() > 0 else math.nan
 
 
 def chair_s(m: np.ndarray, h: np.ndarray) -> float:
+    """CHAIR_s: share of samples with a hallucinated mention; NaN without samples."""
     return float(np.mean(h > 0)) if len(h) else math.nan
 
 
@@ -58,6 +62,8 @@ def pope_wrong(labels: pl.DataFrame, sample_ids: Sequence[str]) -> tuple[np.ndar
 
 
 def accuracy(answered: np.ndarray, wrong: np.ndarray) -> float:
+    """POPE accuracy: share of questions not answered wrong (unanswered count as wrong); NaN without
+    questions."""
     return float(1 - wrong.mean()) if len(wrong) else math.nan
 
 

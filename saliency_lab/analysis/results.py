@@ -39,7 +39,7 @@ import polars as pl
 from saliency_lab.analysis.config import AnalysisConfig, CalibrationConfig
 from saliency_lab.analysis.separation import ScoreSeparation, separation_frame
 from saliency_lab.jsonl import jsonable
-from saliency_lab.store.calibration import CALIBRATION_JSON, Calibration
+from saliency_lab.store.calibration import CALIBRATION_JSON, Calibration, Reject
 
 __all__ = ["AnalysisResult", "CalibrationResult", "jsonable"]
 
@@ -130,7 +130,7 @@ class CalibrationResult:
         return self.recommended["score"] if self.recommended else None
 
     @property
-    def reject(self) -> str | None:
+    def reject(self) -> Reject | None:
         """The recommended rejection direction ('low' | 'high'), None without a recommendation."""
         return self.recommended["reject"] if self.recommended else None
 

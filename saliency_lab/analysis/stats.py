@@ -31,6 +31,7 @@ def wilson(k: float, n: float, z: float = Z95) -> tuple[float, float]:
 
 
 def cohen_d(x1: np.ndarray, x0: np.ndarray) -> float:
+    """Cohen's d of x1 against x0 with the pooled sd; NaN with fewer than 2 values in a group or no spread."""
     n1, n0 = len(x1), len(x0)
     if n1 < 2 or n0 < 2:
         return math.nan

@@ -28,6 +28,8 @@ COMMAND_MODULES = ("capture", "data", "labels", "query", "analyze", "report", "d
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `saliency-lab` parser with one subcommand per CLI module (a module that is not there is
+    skipped)."""
     parser = argparse.ArgumentParser(
         prog="saliency-lab",
         description="Token-level hallucination analysis of VLMs and LLMs (LVLMs-Saliency).",

@@ -28,6 +28,7 @@ def _layer_sets(s: str) -> list[list[int]]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `analyze` and `calibrate` subcommands."""
     a = sub.add_parser("analyze", help="curves, significance tests vs attention, failure cases -> JSON + Parquet")
     a.add_argument("runs", nargs="+", metavar="R", help="run folders or globs")
     a.add_argument("--labels", required=True, help="labelset name (labels/<name>.parquet)")
@@ -127,7 +128,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         raise SaliencyLabError(f"--max-resample {args.max_resample}: must be >= 1")
     res = calibrate(args.runs, args.labels, cfg)
     paths = res.write(args.out)
-    rec, m = res.recommended, res.recommended_metrics
+    rec, m = res.recommended, res.recommended_metrics or {}  # metrics are set whenever rec is
     if rec is None:
         print(f"recommended: none. {res.reason}")
     else:

@@ -9,6 +9,7 @@ from saliency_lab.labels.manifests import CHAIR_PROMPT
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `data` and its manifest builders (`coco-chair`, `pope`)."""
     d = sub.add_parser("data", help="build manifests for the standard protocols")
     dsub = d.add_subparsers(dest="data_kind", metavar="KIND", required=True)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 
 def register(subparsers: Any) -> None:
+    """Add the `demo` subcommand."""
     p = subparsers.add_parser(
         "demo", help="run the whole pipeline on the bundled scene world, or `demo text` on a real LLM (CPU, minutes)",
         description="scenes (default): build a held-out set of the synthetic scene world, capture captions and POPE "
@@ -35,6 +36,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the demo and print where its files are and what it found; exit code 0."""
     from saliency_lab.demo import DemoConfig, format_findings, run_demo
     from saliency_lab.demo_worlds import demo_world
     from saliency_lab.errors import SaliencyLabError

@@ -19,6 +19,7 @@ def _gt_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `label` and its kinds (CHAIR, POPE, human labels)."""
     lab = sub.add_parser("label", help="attach CHAIR / POPE / human labels to a run's tokens")
     lsub = lab.add_subparsers(dest="label_kind", metavar="KIND", required=True)
 

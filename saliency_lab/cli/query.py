@@ -11,6 +11,7 @@ from saliency_lab.errors import SaliencyLabError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `sql` (ad-hoc SQL over runs) and `query` (the named queries of queries/)."""
     s = sub.add_parser("sql", help="ad-hoc SQL over one or more runs (views: runs, samples, tokens, saliency, "
                                    "candidates, rows, decisions, labels, label_metrics; macros: token_scores, ...)")
     s.add_argument("args", nargs="+", metavar="R... SQL", help="run folders or globs, then the SQL text")
@@ -34,6 +35,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def parse_params(items: list[str]) -> dict[str, str]:
+    """`--param name=value` items as {name: value} (values stay text); SaliencyLabError without `=`."""
     out = {}
     for item in items:
         if "=" not in item:

@@ -17,6 +17,7 @@ def _layers(text: str) -> list[int]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `report` subcommand."""
     p = subparsers.add_parser(
         "report", help="write one self-contained HTML report for one or more runs",
         description="Write one HTML file (opens offline) with the run summary, Table-4 means, the binned "
@@ -50,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Build the HTML report, print its size and time, and with `--check` render it in Chromium."""
     from saliency_lab.report import ReportConfig, build_report
 
     samples = [s.strip() for s in args.samples.split(",") if s.strip()] if args.samples else None

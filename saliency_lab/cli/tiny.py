@@ -6,6 +6,7 @@ import argparse
 
 
 def register(subparsers) -> None:
+    """Add the `tiny-model` subcommand."""
     p = subparsers.add_parser(
         "tiny-model",
         help="build a tiny random model folder usable with `saliency-lab capture --model DIR`",

@@ -58,6 +58,7 @@ class SaliencyDecayHook:
         self.positions: set[int] = {self.output_start + int(s) for s in cfg.steps}
 
     def add_step(self, step: int) -> None:
+        """Mark output step `step` as emitted (its position becomes a decay target)."""
         self.positions.add(self.output_start + int(step))
 
     def __call__(

@@ -88,6 +88,7 @@ class LocoREHook:
 
     @property
     def on_logits(self) -> bool:
+        """True when the boost acts on the attention logits (mode logit_offset), not on the probabilities."""
         return self.mode == "logit_offset"
 
     def _mask(self, query_positions: Positions, key_positions: Positions) -> torch.Tensor | None:

@@ -125,7 +125,7 @@ class CachedDecoder:
         self.head = bundle.adapter.logits_head(self.model)
         self.cache_arg = bundle.adapter.cache_kwarg(self.model)
         self._head_t: torch.Tensor | None = None  # contiguous W^T (CPU matvec speed), built on first use
-        self.cache = None
+        self.cache: Any = None  # the model's KV cache (a transformers Cache) once prefilled
         self.output_start = prepared.n_input
         self.length = 0
         self.hidden: torch.Tensor | None = None  # final hidden state of the newest position (grad steps)
@@ -188,6 +188,8 @@ class CachedDecoder:
 
     def _hidden_grad(self, logp: torch.Tensor, token_id: int) -> torch.Tensor:
         """dL/dh for L = -logp[token_id] through the linear head: W^T p - W[token_id]."""
+        if self.head is None or self.hidden is None:
+            raise RuntimeError("_hidden_grad needs a gradient step through the linear head first")
         w = self.head[1].weight
         if self._wtp is None:
             p = logp.detach().exp().to(w.dtype)

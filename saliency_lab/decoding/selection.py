@@ -38,6 +38,8 @@ class Candidates:
 
 @dataclass(frozen=True)
 class Draw:
+    """One candidate SGRS evaluated at a step: draw order, probability rank, probability and score."""
+
     draw: int  # 0-based evaluation order
     rank: int  # rank among the candidates by probability
     token_id: int
@@ -47,6 +49,8 @@ class Draw:
 
 @dataclass
 class StepDecision:
+    """What SGRS decided at one step: the emitted token, tau, and every draw it evaluated."""
+
     token_id: int
     tau: float
     accepted: bool  # a draw met the threshold

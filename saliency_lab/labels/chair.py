@@ -47,6 +47,8 @@ CHAIR_CONFIG = {
 
 @dataclass(frozen=True)
 class Mention:
+    """One object word found in a caption, its category and character span."""
+
     word: str  # normalized word or merged phrase as found in the synonym table
     category: str
     start: int  # [start, end) character span into the caption
@@ -54,6 +56,7 @@ class Mention:
     hallucinated: bool | None = None  # set by scoring
 
     def as_dict(self, caption: str | None = None) -> dict:
+        """JSON-ready fields; with `caption` also the mentioned text."""
         d = {"word": self.word, "category": self.category, "start": self.start, "end": self.end,
              "hallucinated": self.hallucinated}
         if caption is not None:
@@ -63,6 +66,8 @@ class Mention:
 
 @dataclass
 class CaptionResult:
+    """CHAIR result of one caption: mentions, ground truth, and the generated / hallucinated categories."""
+
     key: str  # caption id (sample_id, or line number for caption files)
     image_id: str
     caption: str
@@ -77,6 +82,7 @@ class CaptionResult:
         self.hallucinated = sorted({m.category for m in self.mentions if m.hallucinated})
 
     def as_dict(self) -> dict:
+        """JSON-ready fields, mentions included."""
         return {"key": self.key, "image_id": self.image_id, "caption": self.caption,
                 "mentions": [m.as_dict(self.caption) for m in self.mentions],
                 "hallucinated": self.hallucinated, "ground_truth": self.ground_truth,

@@ -22,6 +22,8 @@ from saliency_lab.labels.synonyms import SynonymTable
 
 @dataclass
 class GroundTruth:
+    """Object categories present per image id, with where they came from (and the files' sha256)."""
+
     objects: dict[str, set[str]]
     source: str  # human-readable description, used in error messages
     files: dict[str, str] = field(default_factory=dict)  # path -> sha256
@@ -32,6 +34,7 @@ def _sha256(path: Path) -> str:
 
 
 def read_json(path: str | Path, what: str) -> object:
+    """The parsed JSON of `path`; SaliencyLabError naming the file (`what`) when unreadable or invalid."""
     p = Path(path)
     try:
         with open(p, encoding="utf-8") as fh:
@@ -50,6 +53,7 @@ def _canon(name: str, table: SynonymTable) -> str:
 
 
 def load_gt_mapping(path: str | Path, table: SynonymTable) -> GroundTruth:
+    """Ground truth from a JSON object image_id -> [categories], mapped onto `table`'s categories."""
     data = read_json(path, "ground-truth")
     if not isinstance(data, dict):
         raise SaliencyLabError(

@@ -22,6 +22,8 @@ from saliency_lab.labels.runread import RunTokens
 
 @dataclass
 class HumanLabels:
+    """Human labels per sample, as character spans or as output steps."""
+
     spans: dict[str, list[SpanLabel]] = field(default_factory=dict)
     steps: dict[str, list[StepLabel]] = field(default_factory=dict)
     n_records: int = 0

@@ -27,6 +27,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 @dataclass(frozen=True)
 class SpanLabel:
+    """A labelled character span [start, end) of a sample's output text."""
+
     start: int
     end: int
     label: int  # 1 hallucinated, 0 correct
@@ -36,6 +38,8 @@ class SpanLabel:
 
 @dataclass(frozen=True)
 class StepLabel:
+    """The label of one output step (token); `subtoken` is its index inside the labelled word."""
+
     step: int
     label: int
     object: str | None
@@ -72,6 +76,7 @@ class LabelRows:
                                       ("sample_id", "step", "label", "object", "mention_id", "subtoken")}
 
     def add(self, sample_id: str, labels: Iterable[StepLabel]) -> int:
+        """Append the step labels of one sample; how many were added."""
         n = 0
         for lab in labels:
             self.cols["sample_id"].append(sample_id)
@@ -87,12 +92,14 @@ class LabelRows:
         return len(self.cols["step"])
 
     def table(self):
+        """The rows collected so far as an Arrow table of the labels schema."""
         n = len(self)
         return table_from_columns("labels", {"run_id": [self.run_id] * n, **self.cols,
                                              "source": [self.source] * n})
 
 
 def check_labelset_name(name: str) -> str:
+    """`name` when usable as a file name; SaliencyLabError otherwise."""
     if not _NAME.match(name or ""):
         raise SaliencyLabError(
             f"labelset name {name!r} is not usable as a file name; use letters, digits, '_', '-', '.'"

@@ -30,6 +30,9 @@ from saliency_lab.labels.synonyms import load_synonyms
 
 @dataclass
 class LabelResult:
+    """What labelling a run wrote: the labels Parquet, its JSON summary, the row count and the summary's
+    content."""
+
     parquet: Path
     json: Path
     n_rows: int
@@ -77,10 +80,10 @@ def label_chair(run_dir: str | Path, *, ground_truth: str | None = None, instanc
     metrics["n_error_samples_skipped"] = run.n_error_samples
     config = {"synonyms": table.source, "synonyms_sha256": table.sha256,
               "ground_truth": gt.files, **CHAIR_CONFIG}
-    res = _finish(run, name, rows, "chair", metrics, config,
+    out = _finish(run, name, rows, "chair", metrics, config,
                   {"hallucinated_by_category": hallucinated_by_category(results)})
-    res.captions = results
-    return res
+    out.captions = results
+    return out
 
 
 def label_pope(run_dir: str | Path, *, parser: str = "reference", name: str = "pope") -> LabelResult:

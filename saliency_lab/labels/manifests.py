@@ -66,6 +66,8 @@ def coco_chair_manifest(images: str | Path, annotations: str | Path, n: int = 50
 
 def pope_manifest(questions: str | Path, images: str | Path, split: str | None = None,
                   base: str | Path | None = None) -> list[dict]:
+    """One manifest entry per POPE question (the answer label and split in `meta`), image paths relative to
+    `base` when given."""
     d = _images_dir(images)
     out = []
     for q in read_questions(questions, split):

@@ -26,6 +26,8 @@ _IMAGE_DIGITS = re.compile(r"(\d+)(?=\.[A-Za-z]+$)")
 
 @dataclass(frozen=True)
 class PopeQuestion:
+    """One POPE question and its yes/no ground-truth answer."""
+
     question_id: int | str
     image: str
     text: str
@@ -34,11 +36,14 @@ class PopeQuestion:
 
     @property
     def image_id(self) -> str | None:
+        """The COCO image id from the image file name (leading zeros dropped), None without digits."""
         m = _IMAGE_DIGITS.search(self.image)
         return str(int(m.group(1))) if m else None
 
     @property
     def object(self) -> str | None:
+        """The object the question asks about, lower-cased; None when the text does not match the POPE
+        form."""
         m = _OBJECT.search(self.text)
         return m.group(1).lower() if m else None
 
@@ -53,6 +58,8 @@ def split_from_path(path: str | Path) -> str:
 
 
 def read_questions(path: str | Path, split: str | None = None) -> list[PopeQuestion]:
+    """The questions of a POPE JSON-lines file; SaliencyLabError naming the line on a missing field, bad
+    label or duplicate id."""
     p = Path(path)
     split = split or split_from_path(p)
     out, seen = [], set()
@@ -72,18 +79,21 @@ def read_questions(path: str | Path, split: str | None = None) -> list[PopeQuest
 
 
 def parse_reference(answer: str) -> str:
+    """'yes' or 'no' by the POPE reference rule: 'no' when the first sentence has 'No', 'no' or 'not'."""
     first = answer.split(".")[0].replace(",", "")
     words = first.split(" ")
     return "no" if ("No" in words or "not" in words or "no" in words) else "yes"
 
 
 def parse_strict(answer: str) -> str:
+    """The first word when it is yes/no (case-insensitive), else 'unknown'."""
     m = _FIRST_WORD.search(answer)
     w = m.group(0).lower() if m else ""
     return w if w in ("yes", "no") else "unknown"
 
 
 def parse_answer(answer: str, parser: str = "reference") -> str:
+    """The answer parsed with the named parser (reference or strict)."""
     if parser == "reference":
         return parse_reference(answer)
     if parser == "strict":
@@ -139,6 +149,8 @@ def read_answers(path: str | Path) -> dict[str, str]:
 
 
 def score_answers(questions: list[PopeQuestion], answers: dict[str, str], parser: str, source: str) -> dict:
+    """POPE metrics per split; SaliencyLabError when a question has no answer in `answers` (keyed by
+    question id)."""
     rows = []
     for q in questions:
         text = answers.get(str(q.question_id))

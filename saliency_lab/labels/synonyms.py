@@ -30,9 +30,11 @@ class SynonymTable:
 
     @property
     def words(self) -> frozenset[str]:
+        """Every known word and phrase."""
         return frozenset(self.to_category)
 
     def category(self, word: str) -> str | None:
+        """The category of a normalized word or phrase, None when unknown."""
         return self.to_category.get(word)
 
 

@@ -13,6 +13,8 @@ from functools import lru_cache
 
 @dataclass(frozen=True)
 class Word:
+    """A word of a caption and its character span."""
+
     text: str  # lower-cased surface form, == lowered_caption[start:end]
     start: int
     end: int

@@ -3,10 +3,13 @@ with their tiny-model recipes."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from saliency_lab.models.base import ModelAdapter
 from saliency_lab.models.registry import register, tiny_recipe
+
+if TYPE_CHECKING:
+    from saliency_lab.models.tokenizer_build import TokenizerStyle
 
 
 @register("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM", "Qwen3ForCausalLM")
@@ -14,7 +17,7 @@ class CausalLMAdapter(ModelAdapter):
     """The base adapter's defaults fit these families as they are."""
 
 
-def _tiny_text(style: str, config_class: str, model_class: str, chatml: bool, **extra: Any):
+def _tiny_text(style: TokenizerStyle, config_class: str, model_class: str, chatml: bool, **extra: Any):
     import transformers as tf
 
     from saliency_lab.models.tiny import CHATML_TEMPLATE, LLAVA_TEMPLATE, QWEN_SPECIALS, text_kwargs
@@ -27,22 +30,22 @@ def _tiny_text(style: str, config_class: str, model_class: str, chatml: bool, **
 
 
 @tiny_recipe("llama", "LlamaForCausalLM")
-def _tiny_llama(style: str):
+def _tiny_llama(style: TokenizerStyle):
     return _tiny_text(style, "LlamaConfig", "LlamaForCausalLM", chatml=False)
 
 
 @tiny_recipe("mistral", "MistralForCausalLM")
-def _tiny_mistral(style: str):
+def _tiny_mistral(style: TokenizerStyle):
     return _tiny_text(style, "MistralConfig", "MistralForCausalLM", chatml=False, sliding_window=None)
 
 
 @tiny_recipe("qwen2", "Qwen2ForCausalLM")
-def _tiny_qwen2(style: str):
+def _tiny_qwen2(style: TokenizerStyle):
     return _tiny_text(style, "Qwen2Config", "Qwen2ForCausalLM", chatml=True)
 
 
 @tiny_recipe("qwen3", "Qwen3ForCausalLM")
-def _tiny_qwen3(style: str):
+def _tiny_qwen3(style: TokenizerStyle):
     from saliency_lab.models.tiny import HEADS, HIDDEN
 
     # Qwen3 sets head_dim explicitly (default 128) and normalizes q/k per head before attention.

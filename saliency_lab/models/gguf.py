@@ -40,6 +40,7 @@ class GGUFSource:
 
     @property
     def quantized_types(self) -> list[str]:
+        """The quantized tensor types the file holds (empty for an F32/F16 file)."""
         return sorted(t for t in self.tensor_types if t not in UNQUANTIZED)
 
     def info(self, dtype: torch.dtype) -> dict[str, Any]:

@@ -6,16 +6,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from saliency_lab.models.registry import register, tiny_recipe
 from saliency_lab.models.vision import VisionAdapter
 
+if TYPE_CHECKING:
+    from saliency_lab.models.tokenizer_build import TokenizerStyle
+
 
 @register("InternVLForConditionalGeneration")
 class InternVLAdapter(VisionAdapter):
+    """InternVL: `<IMG_CONTEXT>` placeholders, GotOcr2 PIL image processor."""
+
     def load(self, path: Path, architecture: str, dtype: torch.dtype, device: str) -> tuple[Any, Any, Any]:
         """Model, tokenizer and the PIL-based processor from a local folder."""
         from transformers import AutoTokenizer, GotOcr2ImageProcessorPil, InternVLForConditionalGeneration
@@ -33,15 +38,16 @@ class InternVLAdapter(VisionAdapter):
             seq = int(json.loads(pc.read_text()).get("image_seq_length", seq))
         proc = ImageOnlyInternVLProcessor(image_processor=ip, tokenizer=tok, image_seq_length=seq,
                                           chat_template=tok.chat_template)
-        return model.to(device).eval(), tok, proc
+        # transformers wraps `to` with functools.wraps(Module.to), whose stub type wants `self` passed explicitly
+        return model.to(device).eval(), tok, proc  # type: ignore[arg-type]
 
 
 @tiny_recipe("internvl", "InternVLForConditionalGeneration", vision=True)
-def _tiny_internvl(style: str):
+def _tiny_internvl(style: TokenizerStyle):
     import transformers as tf
 
     from saliency_lab.models.processors import ImageOnlyInternVLProcessor
-    from saliency_lab.models.tiny import CHATML_TEMPLATE, INTERNVL_SPECIALS, text_kwargs
+    from saliency_lab.models.tiny import CHATML_TEMPLATE, INTERNVL_SPECIALS, text_kwargs, token_id
     from saliency_lab.models.tokenizer_build import build_tokenizer
 
     tok = build_tokenizer(style, INTERNVL_SPECIALS, start_image_token="<img>", end_image_token="</img>",
@@ -51,7 +57,7 @@ def _tiny_internvl(style: str):
                                      image_size=[56, 56], patch_size=[14, 14])
     # 56/14 = 4x4 patches, pixel-shuffle downsample 0.5 -> 4 image tokens.
     cfg = tf.InternVLConfig(vision_config=vision, text_config=tf.Qwen2Config(**text_kwargs(tok)),
-                            image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"), image_seq_length=4,
+                            image_token_id=token_id(tok, "<IMG_CONTEXT>"), image_seq_length=4,
                             downsample_ratio=0.5, tie_word_embeddings=False)
     ip = tf.GotOcr2ImageProcessorPil(size={"height": 56, "width": 56}, crop_to_patches=False, max_patches=1)
     tok.chat_template = template

@@ -9,16 +9,21 @@ clears it before every prefill.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from saliency_lab.models.registry import register, tiny_recipe
 from saliency_lab.models.vision import VisionAdapter
 
+if TYPE_CHECKING:
+    from saliency_lab.models.tokenizer_build import TokenizerStyle
+
 
 @register("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration")
 class Qwen2VLAdapter(VisionAdapter):
+    """Qwen2-VL / Qwen2.5-VL: `<|image_pad|>` placeholders, M-RoPE state reset before every prefill."""
+
     def reset_state(self, model: Any) -> None:
         """Forget the previous call's `rope_deltas` (kept on the inner model)."""
         for m in model.modules():
@@ -47,24 +52,27 @@ def _processor_template(path: Path) -> str | None:
     return p.read_text() if p.is_file() else None
 
 
-def _tiny_qwen_vl(arch: str, style: str):
+def _tiny_qwen_vl(arch: str, style: TokenizerStyle):
     import transformers as tf
 
     from saliency_lab.models.processors import ImageOnlyQwen2VLProcessor
-    from saliency_lab.models.tiny import CHATML_TEMPLATE, HEADS, HIDDEN, QWEN_SPECIALS, text_kwargs
+    from saliency_lab.models.tiny import CHATML_TEMPLATE, HEADS, HIDDEN, QWEN_SPECIALS, text_kwargs, token_id
     from saliency_lab.models.tokenizer_build import build_tokenizer
 
     tok = build_tokenizer(style, QWEN_SPECIALS, image_token="<|image_pad|>", video_token="<|video_pad|>")
     template = CHATML_TEMPLATE.replace("IMAGE", "<|vision_start|><|image_pad|><|vision_end|>")
-    ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
+    ids = {t: token_id(tok, t) for t in QWEN_SPECIALS}
     text = text_kwargs(tok)
     head_dim = HIDDEN // HEADS
     # M-RoPE: temporal/height/width sections must sum to head_dim / 2.
     text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0,
                                "mrope_section": [2, 3, head_dim // 2 - 5]}
-    common = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-                  vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-                  tie_word_embeddings=False)
+    common: dict[str, Any] = dict(
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False)
+    model: tf.PreTrainedModel  # either family's model (the two config classes are unrelated)
+    vision: dict[str, Any]
     if arch == "qwen2_vl":
         vision = dict(depth=2, embed_dim=32, hidden_size=HIDDEN, num_heads=2, mlp_ratio=2, patch_size=14,
                       spatial_merge_size=2, temporal_patch_size=2, in_channels=3)
@@ -74,8 +82,8 @@ def _tiny_qwen_vl(arch: str, style: str):
         vision = dict(depth=2, hidden_size=32, out_hidden_size=HIDDEN, num_heads=2, intermediate_size=64,
                       patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_channels=3,
                       window_size=56, fullatt_block_indexes=[1])
-        cfg = tf.Qwen2_5_VLConfig(text_config=text, vision_config=vision, **common)
-        model = tf.Qwen2_5_VLForConditionalGeneration(cfg)
+        cfg25 = tf.Qwen2_5_VLConfig(text_config=text, vision_config=vision, **common)
+        model = tf.Qwen2_5_VLForConditionalGeneration(cfg25)
     ip = tf.Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=112 * 112, patch_size=14, merge_size=2,
                                       temporal_patch_size=2)
     tok.chat_template = template
@@ -83,10 +91,10 @@ def _tiny_qwen_vl(arch: str, style: str):
 
 
 @tiny_recipe("qwen2_vl", "Qwen2VLForConditionalGeneration", vision=True)
-def _tiny_qwen2_vl(style: str):
+def _tiny_qwen2_vl(style: TokenizerStyle):
     return _tiny_qwen_vl("qwen2_vl", style)
 
 
 @tiny_recipe("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", vision=True)
-def _tiny_qwen2_5_vl(style: str):
+def _tiny_qwen2_5_vl(style: TokenizerStyle):
     return _tiny_qwen_vl("qwen2_5_vl", style)

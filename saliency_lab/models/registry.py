@@ -22,7 +22,7 @@ import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -30,6 +30,9 @@ from saliency_lab.config import ModelConfig
 from saliency_lab.errors import SaliencyLabError
 from saliency_lab.models.base import ModelAdapter, ModelBundle
 from saliency_lab.models.gguf import gguf_file, read_source
+
+if TYPE_CHECKING:
+    from saliency_lab.models.tokenizer_build import TokenizerStyle
 
 _ADAPTERS: dict[str, type[ModelAdapter]] = {}
 _RECIPES: dict[str, TinyRecipe] = {}
@@ -57,14 +60,16 @@ class TinyRecipe:
 
     name: str  # `saliency-lab tiny-model --arch NAME`
     architecture: str  # the HF architecture it builds (registered by the adapter beside it)
-    build: Callable[[str], tuple[Any, Any, Any]]
+    build: Callable[[TokenizerStyle], tuple[Any, Any, Any]]
     vision: bool = False
 
 
 def tiny_recipe(name: str, architecture: str, *, vision: bool = False):
     """Function decorator: register the tiny-model recipe `name` building `architecture`."""
 
-    def deco(fn: Callable[[str], tuple[Any, Any, Any]]) -> Callable[[str], tuple[Any, Any, Any]]:
+    def deco(
+        fn: Callable[[TokenizerStyle], tuple[Any, Any, Any]],
+    ) -> Callable[[TokenizerStyle], tuple[Any, Any, Any]]:
         _RECIPES[name] = TinyRecipe(name, architecture, fn, vision)
         return fn
 

@@ -49,6 +49,14 @@ def tiny_names() -> list[str]:
     return list(tiny_recipes())
 
 
+def token_id(tok: Any, token: str) -> int:
+    """The id of one token (transformers types the lookup as `int | list[int]`, a list only for a list)."""
+    i = tok.convert_tokens_to_ids(token)
+    if not isinstance(i, int):
+        raise TypeError(f"token {token!r} has no single id: {i!r}")
+    return i
+
+
 def text_kwargs(tok: Any, max_pos: int = 1024) -> dict:
     """Config kwargs of a tiny text model (sizes above, GQA, special ids of `tok`)."""
     return dict(

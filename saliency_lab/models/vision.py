@@ -15,6 +15,8 @@ def load_image(sample: ManifestSample) -> Any:
     """The sample's image as RGB PIL image; SampleError naming the file when missing or unreadable."""
     from PIL import Image, UnidentifiedImageError
 
+    if not sample.image:
+        raise SampleError(f"sample {sample.sample_id!r} has no image file; add `image` to its manifest entry")
     try:
         with Image.open(sample.image) as im:
             return im.convert("RGB")

@@ -110,7 +110,7 @@ def build_tables(
     sal_cols["prev"] = pa.array(prev, type=pa.float32(), mask=steps == 0)
     tables["saliency"] = table_from_columns("saliency", sal_cols)
 
-    if res.cand_ids is not None:
+    if res.cand_ids is not None and res.cand_probs is not None:  # set together by single_pass
         k = res.cand_ids.shape[1]
         st, rk, ly = np.meshgrid(np.arange(t), np.arange(k), np.arange(n_layers), indexing="ij")
         m = t * k * n_layers
@@ -140,6 +140,8 @@ def build_tables(
 
 
 def _rows_table(res: PassResult, o: int, keys: str, run_id: str, sid: str) -> pa.Table:
+    if res.rows is None:
+        raise ValueError("the rows table needs the rows of the pass (single_pass with keep_rows=True)")
     t = res.rows[0].shape[0]
     n_layers = len(res.rows)
     stacked = torch.stack(res.rows, dim=1).float().cpu().numpy().astype(np.float16)  # [T, L, n]

@@ -32,6 +32,7 @@ BASE_FLAGS = (
 
 
 def find_chromium() -> str | None:
+    """Path of a Chromium binary ($SALIENCY_LAB_CHROMIUM first, then PATH), None when there is none."""
     env = os.environ.get("SALIENCY_LAB_CHROMIUM")
     if env and Path(env).exists():
         return env
@@ -44,6 +45,8 @@ def find_chromium() -> str | None:
 
 @dataclass
 class BrowserCheck:
+    """What rendering the report in headless Chromium showed: charts drawn, console errors, DOM."""
+
     charts_total: int
     charts_ok: int
     rendered: dict[str, bool]  # chart id -> an <svg> or <canvas> is inside its container
@@ -54,6 +57,7 @@ class BrowserCheck:
 
     @property
     def ok(self) -> bool:
+        """True when every chart rendered, the page finished all of them and logged no error."""
         return (not self.errors and self.charts_done == f"{self.charts_total}/{self.charts_total}"
                 and all(self.rendered.values()))
 

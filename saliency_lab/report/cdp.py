@@ -98,6 +98,8 @@ class Page:
                 self._inbox.put(json.loads(msg))
 
     def send(self, method: str, params: dict[str, Any] | None = None, session: str | None = None) -> dict:
+        """Send a DevTools command (to `session` when given) and wait for its reply's result;
+        SaliencyLabError on timeout or error."""
         self._next += 1
         mid = self._next
         msg: dict[str, Any] = {"id": mid, "method": method, "params": params or {}}
@@ -124,6 +126,7 @@ class Page:
         return reply.get("result", {})
 
     def cmd(self, method: str, params: dict[str, Any] | None = None) -> dict:
+        """`send` to the page's own session."""
         return self.send(method, params, self.session)
 
     def _attach(self) -> str:
@@ -154,6 +157,8 @@ class Page:
         self.wait_for(ready_js)
 
     def wait_for(self, js: str, timeout_s: float | None = None) -> Any:
+        """The first truthy value of the expression `js`, polled; SaliencyLabError when the timeout passes
+        first."""
         deadline = time.monotonic() + (timeout_s or self.timeout_s)
         while time.monotonic() < deadline:
             try:
@@ -166,6 +171,8 @@ class Page:
         raise SaliencyLabError(f"the page never satisfied: {js}")
 
     def eval(self, js: str) -> Any:
+        """The value of the expression `js` in the page (promises awaited); SaliencyLabError when it
+        throws."""
         res = self.cmd("Runtime.evaluate", {"expression": js, "returnByValue": True, "awaitPromise": True})
         if res.get("exceptionDetails"):
             raise SaliencyLabError(f"page script failed: {res['exceptionDetails'].get('text')} in {js[:80]}")
@@ -217,6 +224,7 @@ class Page:
 
     # -- what happened ------------------------------------------------------------------------------------
     def requests(self) -> list[str]:
+        """URL of every request the page made so far."""
         return [
             e["params"]["request"]["url"]
             for e in self.events
@@ -228,6 +236,7 @@ class Page:
         return [u for u in self.requests() if not u.startswith(LOCAL_SCHEMES)]
 
     def console_errors(self) -> list[str]:
+        """Console errors, uncaught exceptions and error log entries seen so far, as text."""
         out = []
         for e in self.events:
             m, p = e.get("method"), e.get("params", {})
@@ -241,6 +250,7 @@ class Page:
         return out
 
     def close(self) -> None:
+        """Close the browser (killed when it has not exited after 10 s) and the pipe."""
         try:
             self.send("Browser.close")
         except SaliencyLabError:

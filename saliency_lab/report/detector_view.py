@@ -26,6 +26,8 @@ def train(labeled: list[Path], labelset: str, n_bootstrap: int) -> tuple[Any | N
 
 
 def sentences(det: Any) -> list[list[Any]]:
+    """The summary's detector sentence: cross-validated AUROC and interval per feature set, then the best
+    one."""
     from saliency_lab.report.summary import Part, _ci_parts
 
     parts: list[Any] = []
@@ -48,6 +50,8 @@ def sentences(det: Any) -> list[list[Any]]:
 
 
 def section(det: Any | None, why: str | None) -> Section:
+    """The detector section (cross-validated AUROC per feature set); only `needs` (the reason `why`)
+    without a detector."""
     sec = Section(
         "detector",
         "Detector",

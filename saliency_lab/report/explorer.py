@@ -53,10 +53,13 @@ def _r(x: Any) -> float | None:
 
 @dataclass
 class ExplorerData:
+    """The token explorer's data document and what the size budget left out of it."""
+
     doc: dict[str, Any]
     dropped: list[str] = field(default_factory=list)  # what the size budget left out, said in the page
 
     def to_script_json(self) -> str:
+        """The document as compact JSON safe inside a <script> element (<, >, & escaped)."""
         text = json.dumps(self.doc, separators=(",", ":"), allow_nan=False)
         return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
@@ -97,6 +100,7 @@ def build_explorer(
     budget_bytes: int,
     image_px: int,
 ) -> ExplorerData:
+    """The explorer document of every run's tokens, scores and per-layer values, cut to `budget_bytes`."""
     toks, per_layer = query_tokens(runs, labelset, layers)
     family = score_family(toks)
     order = [default_score] + [s for s in family if s != default_score] if default_score in family else family

@@ -18,6 +18,8 @@ from saliency_lab.report.data import RunData
 
 @dataclass
 class SaliencyMap:
+    """Heat-map cells (output step x earlier token) of one sample and why it was picked."""
+
     sample_id: str
     reason: str
     cells: list[dict[str, Any]]
@@ -30,6 +32,7 @@ class SaliencyMap:
 
 
 def token_label(step: int, text: str) -> str:
+    """Axis label "step text"; blanks, newlines and EOS shown as symbols, control characters escaped."""
     shown = text.strip() or ("⏎" if "\n" in text else ("␣" if text else "⟨eos⟩"))
     # Control characters (random tiny models emit them) would be invisible or break the axis layout.
     shown = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in shown)

@@ -21,6 +21,8 @@ from saliency_lab.report.data import RunData
 
 @dataclass
 class RunOutcome:
+    """A run's CHAIR and POPE estimates with their intervals."""
+
     run_id: str
     chair: dict[str, lc.Estimate] = field(default_factory=dict)  # chair_s, chair_i
     pope: dict[str, lc.Estimate] = field(default_factory=dict)  # split -> accuracy
@@ -28,6 +30,8 @@ class RunOutcome:
 
 @dataclass
 class Pairing:
+    """An intervention run, its control run (None when none fits, `why` says) and their paired differences."""
+
     run_id: str
     control: str | None
     kind: str  # sgrs | locore | decay
@@ -37,6 +41,7 @@ class Pairing:
 
 
 def intervention(run: RunData) -> str | None:
+    """The run's intervention from run.json ('sgrs', 'locore', 'decay'), None for plain decoding."""
     dec = run.meta.get("decoding") or {}
     if dec.get("strategy") == "sgrs":
         return "sgrs"
@@ -142,4 +147,5 @@ def read_sgrs_rates(runs: list[RunData]) -> dict[str, dict[str, Any]]:
 
 
 def finite(x: Any) -> bool:
+    """True for a finite number (not None, NaN or infinite)."""
     return x is not None and bool(np.isfinite(float(x)))

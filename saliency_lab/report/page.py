@@ -15,6 +15,8 @@ from saliency_lab.report.tables import Table
 
 @dataclass
 class Section:
+    """One section of the report page: title, intro, and its blocks (tables, notes, charts, cases)."""
+
     id: str
     title: str
     intro: str | None = None
@@ -22,15 +24,19 @@ class Section:
     blocks: list[dict[str, Any]] = field(default_factory=list)
 
     def table(self, table: Table) -> None:
+        """Append a table block."""
         self.blocks.append({"kind": "table", "table": table})
 
     def note(self, text: str) -> None:
+        """Append a note paragraph."""
         self.blocks.append({"kind": "note", "text": text})
 
     def heading(self, text: str) -> None:
+        """Append a sub-heading."""
         self.blocks.append({"kind": "heading", "text": text})
 
     def cases(self, key: str, title: str, cases: list[dict[str, Any]]) -> None:
+        """Append a list of failure cases under `title`."""
         self.blocks.append({"kind": "cases", "key": key, "title": title, "cases": cases})
 
 
@@ -41,6 +47,8 @@ class Charts:
         self.specs: dict[str, dict[str, Any]] = {}
 
     def add(self, name: str, chart: alt.TopLevelMixin, caption: str | None = None) -> dict[str, Any]:
+        """Register the chart's spec under an id unique on the page (from `name`); the reference to place
+        it."""
         base = "chart-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
         cid, k = base, 2
         while cid in self.specs:
@@ -49,9 +57,11 @@ class Charts:
         return {"chart_id": cid, "caption": caption}
 
     def block(self, name: str, chart: alt.TopLevelMixin, caption: str | None = None) -> dict[str, Any]:
+        """A chart block for `Section.blocks`, registering the chart."""
         return {"kind": "chart", **self.add(name, chart, caption)}
 
     def row(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """A block placing the given chart references side by side."""
         return {"kind": "charts_row", "charts": items}
 
     def to_script_json(self) -> str:

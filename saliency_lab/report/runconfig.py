@@ -83,6 +83,7 @@ _ABSENT = object()
 
 
 def config_section(runs: list[RunData]) -> Section:
+    """The runs' settings side by side: those that differ shown, the equal ones folded below."""
     sec = Section(
         "config",
         "Configuration",

@@ -41,6 +41,8 @@ def step_controlled_curve(frame: pl.DataFrame, bins: int, binning: str) -> pl.Da
 def curve_section(
     result: Any, score: str, charts: Charts, controlled: pl.DataFrame | None, missing: str = NEEDS_LABELS
 ) -> Section:
+    """Fig. 8b: hallucination rate per score bin, pooled and step-controlled; only `needs` without a
+    result."""
     binning = result.config.binning if result is not None else "quantile"
     sec = Section(
         "curve",
@@ -128,6 +130,7 @@ def _bins_table(key: str, title: str, curve: pl.DataFrame) -> tb.Table:
 def position_section(
     profile: pl.DataFrame | None, score: str, charts: Charts, missing: str = NEEDS_LABELS
 ) -> Section:
+    """Hallucination rate and score against the generation step; only `needs` without a profile."""
     sec = Section(
         "position",
         "Position: hallucination rate and score by step",

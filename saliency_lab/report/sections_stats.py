@@ -22,6 +22,7 @@ MEASURE_TITLES = {
 
 
 def measure_title(m: str) -> str:
+    """The display title of a measure (its name when it has none)."""
     return MEASURE_TITLES.get(m, m)
 
 
@@ -32,6 +33,7 @@ def _measures(df: pl.DataFrame, score: str) -> list[str]:
 
 def means_section(result: Any, score: str, charts: Charts,
                   missing: str = NEEDS_LABELS) -> Section:
+    """Table 4: mean ± sd per label and the tests of each measure; only `needs` without a result."""
     sec = Section("means", "Correct vs hallucinated tokens (Table 4)",
                   intro="Mean ± sd of each token score for correct and hallucinated tokens, with the tests "
                         "against 'no difference'. AUROC is the probability that a hallucinated token scores "
@@ -148,6 +150,7 @@ def attention_table(run_id: str, comparison: dict[str, Any]) -> tb.Table | None:
 
 def distributions_section(result: Any, score: str, charts: Charts, token_scores: pl.DataFrame | None,
                           missing: str = NEEDS_LABELS) -> Section:
+    """Fig. 8a: the score's distribution by label and each measure's means; only `needs` without a result."""
     sec = Section("distributions", "Score by label (Fig. 8a)",
                   intro="Distribution of the token score for correct and hallucinated tokens (the tokens the "
                         "analysis tests), and mean ± sd of every measure per run (the numbers of the Table 4 "
@@ -168,6 +171,7 @@ def distributions_section(result: Any, score: str, charts: Charts, token_scores:
 
 def layers_section(result: Any, score: str, charts: Charts, used_layers: dict[str, list[int]],
                    missing: str = NEEDS_LABELS) -> Section:
+    """AUROC and Cohen's d per layer, target layers shaded; only `needs` without a result."""
     sec = Section("layers", "Per-layer profile",
                   intro="AUROC and Cohen's d (negative: hallucinated tokens score lower) at each layer, for saliency and "
                         "the attention baselines. Shaded layers are the ones the token score averages.")

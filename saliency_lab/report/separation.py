@@ -17,6 +17,8 @@ from saliency_lab.report.page import Section
 
 
 def verdict(ci: Any) -> str:
+    """Words for an AUROC interval: 'separates' above 0.5, 'separates in reverse' below, else 'does not
+    separate'."""
     if ci is None or len(ci) != 2 or not all(v is not None and math.isfinite(float(v)) for v in ci):
         return "does not separate"
     if float(ci[0]) > 0.5:
@@ -78,6 +80,8 @@ def _ci_cell(est: float, ci: Any, key: str) -> tb.Cell:
 
 
 def separation_section(result: Any, missing: str) -> Section:
+    """Pooled, step-controlled and step-only AUROC of every score, with verdicts; only `needs` without
+    rows."""
     sec = Section(
         "separation",
         "Separation by score, pooled and position-controlled",

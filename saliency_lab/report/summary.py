@@ -100,6 +100,8 @@ def headline(per_run: dict[str, list[Any]]) -> list[Part]:
 def outcome_table(
     runs: list[RunData], outcomes: dict[str, RunOutcome], pairs: dict[str, Pairing]
 ) -> tb.Table:
+    """Per run: decoding, CHAIR_s / CHAIR_i, POPE accuracy per split, the difference to its control, SGRS
+    rates."""
     pope_splits = sorted({s for o in outcomes.values() for s in o.pope})
     cols = ["run", "decoding", "CHAIR_s [95% CI]", "CHAIR_i [95% CI]"]
     cols += [f"POPE {s} accuracy" for s in pope_splits]
@@ -164,6 +166,7 @@ def _rates_cell(p: Pairing | None, key: str) -> tb.Cell:
 
 
 def intervention_sentences(pairs: list[Pairing]) -> list[list[Part]]:
+    """One sentence per intervention run: its CHAIR_i change against the control, or why there is none."""
     out = []
     for p in pairs:
         e = p.diffs.get("chair_i")
@@ -273,6 +276,8 @@ def summary_section(
     calibration: list[Part] | None,
     detector: list[list[Part]] | None,
 ) -> Section:
+    """The summary section: the headline answers, outcomes, interventions, calibration and detector, linked
+    to their sections."""
     sec = Section(
         "summary", "Summary", intro="The answers first; every number links to the section that derives it."
     )

@@ -12,6 +12,8 @@ from typing import Any
 
 @dataclass
 class Cell:
+    """A table cell: shown text, the exact value behind it (for checks), CSS class, key."""
+
     text: str
     value: str | None = None  # repr of the exact number shown, for machine checks
     cls: str | None = None
@@ -21,6 +23,8 @@ class Cell:
 
 @dataclass
 class Table:
+    """A report table: header columns and rows of cells."""
+
     key: str
     title: str
     columns: list[str]
@@ -57,6 +61,7 @@ def fmt_num(x: Any, digits: int = 3) -> str:
 
 
 def fmt_p(p: Any) -> str:
+    """A p-value as text: 4 decimals, scientific below 1e-3, '< 1e-16' below 1e-16, '–' when not finite."""
     if not _finite(p):
         return "–"
     v = float(p)
@@ -64,6 +69,7 @@ def fmt_p(p: Any) -> str:
 
 
 def num(x: Any, digits: int = 3, cls: str | None = None, key: str | None = None) -> Cell:
+    """A numeric cell shown with `digits`; the exact value is kept for booleans and finite numbers."""
     value = None
     if isinstance(x, bool):
         value = str(x).lower()
@@ -73,6 +79,7 @@ def num(x: Any, digits: int = 3, cls: str | None = None, key: str | None = None)
 
 
 def pval(p: Any, key: str | None = None) -> Cell:
+    """A p-value cell (`fmt_p`)."""
     return Cell(fmt_p(p), value=repr(float(p)) if _finite(p) else None, cls="num", key=key)
 
 
@@ -89,6 +96,7 @@ def mean_sd(mean: Any, sd: Any, key: str | None = None) -> Cell:
 
 
 def interval(est: Any, lo: Any, hi: Any, key: str | None = None) -> Cell:
+    """A cell 'est [lo, hi]' (the interval only when finite); '–' when est is not finite."""
     if not _finite(est):
         return Cell("–", cls="num", key=key)
     text = f"{float(est):.3f}"
@@ -98,11 +106,13 @@ def interval(est: Any, lo: Any, hi: Any, key: str | None = None) -> Cell:
 
 
 def text(x: Any, key: str | None = None) -> Cell:
+    """A text cell; '–' for None."""
     return Cell("–" if x is None else str(x), key=key)
 
 
 def key_value_table(key: str, title: str, items: Mapping[str, Any] | Iterable[tuple[str, Any]],
                     note: str | None = None) -> Table:
+    """A two-column (field, value) table; numbers as numeric cells."""
     pairs = items.items() if isinstance(items, Mapping) else items
     rows = []
     for name, value in pairs:

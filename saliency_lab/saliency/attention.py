@@ -51,6 +51,9 @@ Hook = Callable[..., torch.Tensor]
 
 @dataclass
 class AttentionContext:
+    """State of `saliency_attention` during one call: stop-gradient mode, the hooks, recorded probabilities
+    per layer."""
+
     mode: Literal["plain", "stopgrad"] = "plain"
     hooks: list[Hook] = field(default_factory=list)
     logit_hooks: list[Hook] = field(default_factory=list)
@@ -116,6 +119,9 @@ def saliency_attention(
     dropout: float = 0.0,
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eager attention as transformers calls it: (output, probabilities). Applies the context's logit and
+    probability hooks, records the probabilities, and in stopgrad mode (under autograd) lets gradients
+    reach keys and values only at each query's own position."""
     ctx = _CTX.get() or AttentionContext()
     n_rep = query.shape[1] // key.shape[1]
     k = _repeat_kv(key, n_rep)

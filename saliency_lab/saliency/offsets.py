@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 @dataclass
 class TokenSpans:
+    """Each output token's text and [start, end) character span in the decoded output text."""
+
     output_text: str
     texts: list[str]
     starts: list[int]

@@ -78,6 +78,8 @@ def _forward(bundle: ModelBundle, ids: torch.Tensor, prepared: PreparedInput, ho
 def verify_rows(bundle: ModelBundle, prepared: PreparedInput, output_ids: list[int], res: PassResult,
                 heads: HeadsMode, hooks: list | None) -> float:
     """Compare the single-pass rows with the reference; SampleError beyond the dtype's tolerance."""
+    if res.rows is None:
+        raise ValueError("verify_rows needs the rows of the pass (single_pass with keep_rows=True)")
     ref = reference_rows(bundle, prepared, output_ids, heads, hooks)
     o = prepared.n_input
     diff, scale = 0.0, 0.0

@@ -129,8 +129,8 @@ def single_pass(
     steps = torch.arange(t, device=full.device)
     q0 = o - 1 - p0  # first query row of interest inside the forwarded block
     loss = -logp[steps, out[0]].sum()
-    grads = torch.autograd.grad(loss, probs, retain_graph=candidates > 0, allow_unused=True)
-    grads = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, probs, strict=True)]
+    raw = torch.autograd.grad(loss, probs, retain_graph=candidates > 0, allow_unused=True)
+    grads = [g if g is not None else torch.zeros_like(p) for g, p in zip(raw, probs, strict=True)]
     _check_finite(grads, bundle.dtype, prepared.sample_id)
 
     causal, outm = _masks(n, o, t, full.device)
@@ -140,8 +140,8 @@ def single_pass(
     a_rows = [p[0][:, q0:, :].detach() for p in probs]  # [H, T, n] per layer
     for a, g in zip(a_rows, grads, strict=True):
         s = heads_reduce(a, g[0][:, q0:, :], heads)
-        for k, v in _segment_sums(s, seg, causal, outm, o).items():
-            cols[k].append(v)
+        for col, v in _segment_sums(s, seg, causal, outm, o).items():
+            cols[col].append(v)
         cols["attn_out_sum"].append((a.mean(0) * outm).sum(-1))
         if rows is not None:
             rows.append(s * causal)
@@ -153,7 +153,7 @@ def single_pass(
         top = torch.topk(logp.detach(), k, dim=-1)
         result.cand_ids = top.indices.cpu().numpy()
         result.cand_probs = top.values.exp().float().cpu().numpy()
-        per: dict[str, list[list[torch.Tensor]]] = {c: [] for c in CAND_COLUMNS}
+        per: dict[str, list[torch.Tensor]] = {c: [] for c in CAND_COLUMNS}
         # Greedy decoding: rank 0 is the generated token everywhere, its gradients are the ones above.
         reuse0 = bool((top.indices[:, 0] == out[0]).all())
         last = k - 1
@@ -162,8 +162,8 @@ def single_pass(
                 g_r = grads
             else:
                 loss_r = -logp[steps, top.indices[:, r]].sum()
-                g_r = torch.autograd.grad(loss_r, probs, retain_graph=r < last, allow_unused=True)
-                g_r = [g if g is not None else torch.zeros_like(p) for g, p in zip(g_r, probs, strict=True)]
+                raw_r = torch.autograd.grad(loss_r, probs, retain_graph=r < last, allow_unused=True)
+                g_r = [g if g is not None else torch.zeros_like(p) for g, p in zip(raw_r, probs, strict=True)]
                 _check_finite(g_r, bundle.dtype, prepared.sample_id)
             layer_vals: dict[str, list[torch.Tensor]] = {c: [] for c in CAND_COLUMNS}
             for a, g in zip(a_rows, g_r, strict=True):

@@ -33,6 +33,7 @@ class CellHead(nn.Module):
         self.proj = nn.Linear(width, len(CATEGORIES) + 1)
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        """Patch features [B, n, D] pooled to one feature per grid cell: [B, GRID*GRID, D]."""
         b, n, d = patches.shape
         side = int(round(n ** 0.5))
         per = side // GRID
@@ -51,4 +52,5 @@ class VisionTap:
         self.patches = output.last_hidden_state[:, 1:]
 
     def remove(self) -> None:
+        """Detach the hook from the vision tower."""
         self._handle.remove()

@@ -14,6 +14,7 @@ CATEGORY_IDS = {c: i + 1 for i, c in enumerate(CATEGORIES)}
 
 
 def image_file(image_id: int) -> str:
+    """The file name of scene `image_id`."""
     return f"scene_{image_id:06d}.png"
 
 
@@ -45,6 +46,7 @@ def coco_documents(scenes: list[Scene], world: WorldConfig, image_dir: str | Non
 
 
 def write_json(doc: dict, path: str) -> None:
+    """Write `doc` to `path` atomically (temporary file, then rename)."""
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
         json.dump(doc, fh)

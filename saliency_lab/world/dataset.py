@@ -17,6 +17,9 @@ from saliency_lab.world.tokenizer import synonyms_text
 
 @dataclass
 class WorldSet:
+    """Paths and sizes of one built scene-world set (images, COCO-style annotations, POPE files,
+    manifests)."""
+
     root: Path
     images: Path
     instances: Path

@@ -69,6 +69,8 @@ class WorldConfig:
 
 @dataclass
 class SceneObject:
+    """One drawn object: category, colour, placement, and how it is degraded."""
+
     category: str
     colour: str
     cx: float  # centre, pixels
@@ -83,15 +85,19 @@ class SceneObject:
 
 @dataclass
 class Scene:
+    """One scene image's objects, noise seed and kind."""
+
     objects: list[SceneObject]
     noise_seed: int
     kind: str = "train"  # "train" | "normal" | "partner_absent"
     meta: dict = field(default_factory=dict)
 
     def categories(self) -> list[str]:
+        """The objects' categories, in object order."""
         return [o.category for o in self.objects]
 
     def to_json(self) -> dict:
+        """The scene as plain nested dicts."""
         return asdict(self)
 
 

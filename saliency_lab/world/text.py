@@ -352,6 +352,7 @@ SCENE_TYPES: tuple[SceneType, ...] = (
 
 
 def surface(category: str) -> str:
+    """The word a prompt uses for a COCO category (e.g. "dining table" -> "table")."""
     return SURFACE.get(category, category)
 
 
@@ -367,12 +368,14 @@ def listing(nouns: list[str]) -> str:
 
 @dataclass(frozen=True)
 class TextSample:
+    """One text-world prompt: its scene type and the listed COCO categories (its ground truth)."""
     sample_id: str
     scene: str
     objects: tuple[str, ...]  # COCO categories, in the order the prompt lists them
     prompt: str
 
     def manifest_line(self) -> dict:
+        """The manifest record of this sample (sample_id, prompt, meta)."""
         return {
             "sample_id": self.sample_id,
             "prompt": self.prompt,
@@ -394,11 +397,13 @@ def sample(seed: int, index: int, min_objects: int = 2, max_objects: int = 5) ->
 
 
 def samples(n: int, seed: int = 0) -> list[TextSample]:
+    """The first `n` samples of the stream `seed`."""
     return [sample(seed, i) for i in range(n)]
 
 
 @dataclass
 class TextSet:
+    """A written text-world evaluation set: the manifest and the ground truth keyed by sample_id."""
     root: Path
     manifest: Path
     ground_truth: Path  # {"<sample_id>": [categories]}

@@ -53,6 +53,8 @@ CHAT_TEMPLATE = (
 
 
 def vocabulary() -> list[str]:
+    """The word-level vocabulary: specials, base words, colours, categories, synonyms, each once in that
+    order."""
     words = list(SPECIALS) + BASE_WORDS + list(COLOURS) + list(CATEGORIES)
     for syns in SYNONYMS.values():
         words += [w for w in syns if w not in words]
@@ -64,6 +66,7 @@ def vocabulary() -> list[str]:
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
+    """The scene world's word-level tokenizer (lower-cased, BOS prepended), wrapped for transformers."""
     vocab = {w: i for i, w in enumerate(vocabulary())}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     tok.normalizer = normalizers.Lowercase()

@@ -69,6 +69,8 @@ class ExampleEncoder:
         self._prefix: dict[str, list[int]] = {}
 
     def prefix(self, prompt: str) -> list[int]:
+        """Token ids of the chat-templated prompt with the image placeholder expanded to the patch tokens
+        (cached)."""
         if prompt not in self._prefix:
             msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
             text = self.processor.apply_chat_template(msgs, add_generation_prompt=True)
@@ -78,6 +80,7 @@ class ExampleEncoder:
         return self._prefix[prompt]
 
     def encode(self, prompt: str, target: str) -> tuple[list[int], list[int]]:
+        """(ids, labels) of prompt + target + EOS; prompt positions labelled -100 (no loss)."""
         pre = self.prefix(prompt)
         ans = self.tok(target, add_special_tokens=False).input_ids + [self.tok.eos_token_id]
         return pre + ans, [-100] * len(pre) + ans

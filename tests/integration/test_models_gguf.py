@@ -17,11 +17,11 @@ import torch
 from _capture_fixtures import _ROOT, tiny_dir
 from _gguf_fixtures import write_gguf
 from safetensors.numpy import load_file, save_file
-from saliency_lab.saliency.capture import capture_sample
 
 from saliency_lab.config import DecodingConfig, ManifestSample, ModelConfig, SaliencyConfig
 from saliency_lab.errors import SaliencyLabError
 from saliency_lab.models.registry import load_model
+from saliency_lab.pipeline import capture_sample
 
 SAMPLE = ManifestSample("g1", "Describe the kitchen: a cup and a knife.", system="Be brief.")
 

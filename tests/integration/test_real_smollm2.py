@@ -75,14 +75,13 @@ def test_float64_capture_verifies(bundle64, tmp_path):
 
 
 def test_single_pass_equals_reference_relative_to_row_norm(bundle64):
-    from saliency_lab.saliency.capture import generate_ids
-
+    from saliency_lab.decoding import decode
     from saliency_lab.saliency.reference import reference_rows
     from saliency_lab.saliency.single_pass import single_pass
 
     b = bundle64
     prepared = b.adapter.prepare(b, ManifestSample("k2", PROMPT), max_new_tokens=3)
-    out = generate_ids(b, prepared, DecodingConfig(max_new_tokens=3), [])
+    out = decode(b, prepared, DecodingConfig(max_new_tokens=3)).output_ids
     assert len(out) == 3
     fast = single_pass(b, prepared, out, keep_rows=True)
     ref = reference_rows(b, prepared, out)
