@@ -92,3 +92,48 @@ def test_decoder_scores_are_the_sql_scores_and_decisions_the_replay(score, rejec
     decoder = [not dc["accepted"][i] for i in idx]
     assert verdicts == decoder
     assert 1 <= sum(decoder) < len(decoder)  # some draws rejected, some accepted: the comparison bites
+
+
+def test_capture_prompt_share_on_a_text_model_records_the_score_and_replays(tmp_path, capsys, tiny_llama):
+    """`capture --sgrs-score prompt_share --sgrs-reject high` on a text-only model (empty image segment): run.json
+    and both tables name the score, and the catalog's replay query (replay_tokens, what `calibrate` reads) gives
+    the decoder's tau and rejects exactly its fallback tokens."""
+    from saliency_lab.cli import main
+    from saliency_lab.store.catalog import open_catalog
+
+    m = write_text_manifest(tmp_path / "m.jsonl", 2)
+    base = ["capture", "--model", str(tiny_llama), "--data", str(m), "--out", str(tmp_path), "--quiet",
+            "--max-new-tokens", "8", "--dtype", "float64", "--strategy", "sgrs", "--seed", "2"]
+    assert main(base + ["--run-id", "ps", "--sgrs-score", "prompt_share", "--sgrs-reject", "high",
+                        "--sgrs-alpha", "0.98", "--sgrs-window", "2"]) == 0
+    run = tmp_path / "ps"
+    sgrs = json.loads((run / "run.json").read_text())["decoding"]["sgrs"]
+    assert (sgrs["score"], sgrs["reject"], sgrs["alpha"]) == ("prompt_share", "high", 0.98)
+    assert all(a == b for a, b in pq.read_table(run / "samples")["seg_image"].to_pylist())  # no image keys
+    tokens = pq.read_table(run / "tokens").to_pandas().sort_values(["sample_id", "step"])
+    decisions = pq.read_table(run / "decisions").to_pandas()
+    assert set(tokens["sgrs_score_name"]) == {"prompt_share"} and set(decisions["score_name"]) == {"prompt_share"}
+    assert tokens["fallback"].any() and not tokens["fallback"].all()
+    assert ((decisions["score"] > 0) & (decisions["score"] < 1) | decisions["score"].isna()).all()
+
+    # the replay's input query (what `calibrate` reads): prompt_share from the stored sums, null at step 0, and
+    # the fallback flags; its tau is the decoder's and it rejects exactly the fallback tokens
+    toks = open_catalog([run]).query("replay_tokens", {"score": "prompt_share"}).sort(["sample_id", "step"])
+    assert toks["sample_id"].to_list() == tokens["sample_id"].tolist() and toks["score"][0] is None
+    scored = (tokens["step"] >= 1).to_numpy()
+    np.testing.assert_allclose(toks["score"].to_numpy()[scored], tokens["sgrs_score"].to_numpy()[scored], rtol=1e-5)
+    assert toks["fallback"].to_list() == tokens["fallback"].tolist()
+    tau, rejected = rejections(ReplayData.from_frames(toks), 0.98, 2, reject="high")
+    np.testing.assert_allclose(tau, tokens["sgrs_tau"], rtol=1e-5)
+    assert rejected.tolist() == tokens["fallback"].tolist()
+
+    # one-line errors naming the flag and the allowed names; nothing written
+    for flag, value, message in [("--sgrs-score", "attn_out", "--sgrs-score 'attn_out': SGRS thresholds"),
+                                 ("--sgrs-score", "step", "choose one of out_mean, prev, out_share"),
+                                 ("--sgrs-score", "bogus", "source_share"),
+                                 ("--sgrs-reject", "middle", "--sgrs-reject 'middle': choose one of low, high")]:
+        capsys.readouterr()
+        assert main(base + ["--run-id", "bad", flag, value]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+        assert not (tmp_path / "bad").exists()
