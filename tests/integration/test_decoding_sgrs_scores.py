@@ -28,7 +28,9 @@ from saliency_lab.store.sqlfiles import catalog_sql_path
 ARCH = "llava"  # an image segment, so source_share = prompt + image differs from prompt_share
 
 
-def _sql_scores(bundle, prep, rows: list[tuple[int, list[int], int]], layers: list[int], score: str) -> list[float]:
+def _sql_scores(
+    bundle, prep, rows: list[tuple[int, list[int], int]], layers: list[int], score: str
+) -> list[float]:
     """`score` from the catalog macros (token_scores over a float64 saliency table) for each (step, prefix,
     candidate): per-layer segment sums of the per-prefix reference row, one sample per row."""
     o, seg = prep.n_input, prep.segments
@@ -37,10 +39,15 @@ def _sql_scores(bundle, prep, rows: list[tuple[int, list[int], int]], layers: li
         row = reference_rows(bundle, prep, prefix + [cand])[-1].double()  # [L, q + 1], q = o - 1 + step
         for layer in range(bundle.n_layers):
             s = row[layer]
-            vals = {"sys_sum": s[seg["system"][0]:seg["system"][1]].sum(),
-                    "img_sum": s[seg["image"][0]:seg["image"][1]].sum(),
-                    "prompt_sum": s[seg["prompt"][0]:seg["prompt"][1]].sum(), "out_sum": s[o:].sum(),
-                    "prev": s[-1], "row_l2": torch.linalg.vector_norm(s), "attn_out_sum": torch.tensor(0.0)}
+            vals = {
+                "sys_sum": s[seg["system"][0] : seg["system"][1]].sum(),
+                "img_sum": s[seg["image"][0] : seg["image"][1]].sum(),
+                "prompt_sum": s[seg["prompt"][0] : seg["prompt"][1]].sum(),
+                "out_sum": s[o:].sum(),
+                "prev": s[-1],
+                "row_l2": torch.linalg.vector_norm(s),
+                "attn_out_sum": torch.tensor(0.0),
+            }
             for k, v in {"run_id": "r", "sample_id": f"d{i}", "step": step, "layer": layer, **vals}.items():
                 sal[k].append(float(v) if isinstance(v, torch.Tensor) else v)
     con = duckdb.connect()
@@ -53,9 +60,12 @@ def _sql_scores(bundle, prep, rows: list[tuple[int, list[int], int]], layers: li
     return [got[f"d{i}"] for i in range(len(rows))]
 
 
-@pytest.mark.parametrize("score, reject, alpha", [("source_share", "low", 1.05), ("source_share", "high", 0.97)])
-def test_decoder_scores_are_the_sql_scores_and_decisions_the_replay(score, reject, alpha, decoding_models,
-                                                                      decoding_image):
+@pytest.mark.parametrize(
+    "score, reject, alpha", [("source_share", "low", 1.05), ("source_share", "high", 0.97)]
+)
+def test_decoder_scores_are_the_sql_scores_and_decisions_the_replay(
+    score, reject, alpha, decoding_models, decoding_image
+):
     bundle = decoding_models(ARCH)
     prep = prepare(bundle, ARCH, decoding_image)
     assert prep.segments["image"][1] > prep.segments["image"][0]
@@ -68,27 +78,41 @@ def test_decoder_scores_are_the_sql_scores_and_decisions_the_replay(score, rejec
 
     # 1. every scored draw (accepted, rejected or fallback) is the SQL macro's score of that row, to 1e-10
     idx = [i for i, s in enumerate(dc["step"]) if s >= 1]
-    rows = [(dc["step"][i], res.output_ids[:dc["step"][i]], dc["token_id"][i]) for i in idx]
+    rows = [(dc["step"][i], res.output_ids[: dc["step"][i]], dc["token_id"][i]) for i in idx]
     sql = _sql_scores(bundle, prep, rows, layers, score)
     for i, ref in zip(idx, sql, strict=True):
         assert 0 < ref < 1 and abs(dc["score"][i] - ref) <= 1e-10 * ref
     # the score chosen is not out_mean's: the decoder really thresholds the other score
-    assert all(abs(dc["score"][i] - v) > 1e-3 for i, v in zip(idx, _sql_scores(bundle, prep, rows, layers,
-                                                                                    "out_mean"), strict=True))
+    assert all(
+        abs(dc["score"][i] - v) > 1e-3
+        for i, v in zip(idx, _sql_scores(bundle, prep, rows, layers, "out_mean"), strict=True)
+    )
 
     # 2. the offline replay over the emitted tokens' SQL scores gives the decoder's tau at every step, rejects
     # exactly the emitted fallback tokens, and every draw's verdict against that tau is the decoder's
     n = len(res.output_ids)
-    emitted = {dc["step"][i]: v for i, v in zip(idx, sql, strict=True) if dc["accepted"][i] or dc["fallback"][i]}
-    toks = pl.DataFrame({"run_id": ["r"] * n, "sample_id": ["s0"] * n, "step": list(range(n)),
-                         "token_id": res.output_ids, "score": [emitted.get(s) for s in range(n)],
-                         "label": [None] * n, "fallback": tc["fallback"]},
-                        schema_overrides={"score": pl.Float64, "label": pl.Int64})
+    emitted = {
+        dc["step"][i]: v for i, v in zip(idx, sql, strict=True) if dc["accepted"][i] or dc["fallback"][i]
+    }
+    toks = pl.DataFrame(
+        {
+            "run_id": ["r"] * n,
+            "sample_id": ["s0"] * n,
+            "step": list(range(n)),
+            "token_id": res.output_ids,
+            "score": [emitted.get(s) for s in range(n)],
+            "label": [None] * n,
+            "fallback": tc["fallback"],
+        },
+        schema_overrides={"score": pl.Float64, "label": pl.Int64},
+    )
     tau, rejected = rejections(ReplayData.from_frames(toks), alpha, sgrs.window, reject=reject)
     np.testing.assert_allclose(tau, tc["sgrs_tau"], rtol=1e-10, atol=0)
     assert rejected.tolist() == tc["fallback"]
-    verdicts = [(v < tau[dc["step"][i]]) if reject == "low" else (v > tau[dc["step"][i]])
-                for i, v in zip(idx, sql, strict=True)]
+    verdicts = [
+        (v < tau[dc["step"][i]]) if reject == "low" else (v > tau[dc["step"][i]])
+        for i, v in zip(idx, sql, strict=True)
+    ]
     decoder = [not dc["accepted"][i] for i in idx]
     assert verdicts == decoder
     assert 1 <= sum(decoder) < len(decoder)  # some draws rejected, some accepted: the comparison bites
@@ -102,17 +126,51 @@ def test_capture_prompt_share_on_a_text_model_records_the_score_and_replays(tmp_
     from saliency_lab.store.catalog import open_catalog
 
     m = write_text_manifest(tmp_path / "m.jsonl", 2)
-    base = ["capture", "--model", str(tiny_llama), "--data", str(m), "--out", str(tmp_path), "--quiet",
-            "--max-new-tokens", "8", "--dtype", "float64", "--strategy", "sgrs", "--seed", "2"]
-    assert main(base + ["--run-id", "ps", "--sgrs-score", "prompt_share", "--sgrs-reject", "high",
-                        "--sgrs-alpha", "0.98", "--sgrs-window", "2"]) == 0
+    base = [
+        "capture",
+        "--model",
+        str(tiny_llama),
+        "--data",
+        str(m),
+        "--out",
+        str(tmp_path),
+        "--quiet",
+        "--max-new-tokens",
+        "8",
+        "--dtype",
+        "float64",
+        "--strategy",
+        "sgrs",
+        "--seed",
+        "2",
+    ]
+    assert (
+        main(
+            base
+            + [
+                "--run-id",
+                "ps",
+                "--sgrs-score",
+                "prompt_share",
+                "--sgrs-reject",
+                "high",
+                "--sgrs-alpha",
+                "0.98",
+                "--sgrs-window",
+                "2",
+            ]
+        )
+        == 0
+    )
     run = tmp_path / "ps"
     sgrs = json.loads((run / "run.json").read_text())["decoding"]["sgrs"]
     assert (sgrs["score"], sgrs["reject"], sgrs["alpha"]) == ("prompt_share", "high", 0.98)
     assert all(a == b for a, b in pq.read_table(run / "samples")["seg_image"].to_pylist())  # no image keys
     tokens = pq.read_table(run / "tokens").to_pandas().sort_values(["sample_id", "step"])
     decisions = pq.read_table(run / "decisions").to_pandas()
-    assert set(tokens["sgrs_score_name"]) == {"prompt_share"} and set(decisions["score_name"]) == {"prompt_share"}
+    assert set(tokens["sgrs_score_name"]) == {"prompt_share"} and set(decisions["score_name"]) == {
+        "prompt_share"
+    }
     assert tokens["fallback"].any() and not tokens["fallback"].all()
     assert ((decisions["score"] > 0) & (decisions["score"] < 1) | decisions["score"].isna()).all()
 
@@ -121,17 +179,21 @@ def test_capture_prompt_share_on_a_text_model_records_the_score_and_replays(tmp_
     toks = open_catalog([run]).query("replay_tokens", {"score": "prompt_share"}).sort(["sample_id", "step"])
     assert toks["sample_id"].to_list() == tokens["sample_id"].tolist() and toks["score"][0] is None
     scored = (tokens["step"] >= 1).to_numpy()
-    np.testing.assert_allclose(toks["score"].to_numpy()[scored], tokens["sgrs_score"].to_numpy()[scored], rtol=1e-5)
+    np.testing.assert_allclose(
+        toks["score"].to_numpy()[scored], tokens["sgrs_score"].to_numpy()[scored], rtol=1e-5
+    )
     assert toks["fallback"].to_list() == tokens["fallback"].tolist()
     tau, rejected = rejections(ReplayData.from_frames(toks), 0.98, 2, reject="high")
     np.testing.assert_allclose(tau, tokens["sgrs_tau"], rtol=1e-5)
     assert rejected.tolist() == tokens["fallback"].tolist()
 
     # one-line errors naming the flag and the allowed names; nothing written
-    for flag, value, message in [("--sgrs-score", "attn_out", "--sgrs-score 'attn_out': SGRS thresholds"),
-                                 ("--sgrs-score", "step", "choose one of out_mean, prev, out_share"),
-                                 ("--sgrs-score", "bogus", "source_share"),
-                                 ("--sgrs-reject", "middle", "--sgrs-reject 'middle': choose one of low, high")]:
+    for flag, value, message in [
+        ("--sgrs-score", "attn_out", "--sgrs-score 'attn_out': SGRS thresholds"),
+        ("--sgrs-score", "step", "choose one of out_mean, prev, out_share"),
+        ("--sgrs-score", "bogus", "source_share"),
+        ("--sgrs-reject", "middle", "--sgrs-reject 'middle': choose one of low, high"),
+    ]:
         capsys.readouterr()
         assert main(base + ["--run-id", "bad", flag, value]) == 2
         err = capsys.readouterr().err.strip()
