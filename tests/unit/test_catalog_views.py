@@ -154,7 +154,6 @@ def test_a_schema_1_run_without_the_score_name_columns_reads_them_as_null(tmp_pa
     """Schema 2 added tokens.sgrs_score_name and decisions.score_name; a run written before (its part files lack
     the columns, run.json says schema_version 1) still opens, alone or next to a new run, with those columns
     NULL in its rows."""
-
     from saliency_lab.store.schema import table_from_columns
 
     old = make_run(tmp_path, "old", SyntheticSpec(n_samples=3, n_layers=2, seed=1))
