@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from saliency_lab.errors import SaliencyLabError
+from saliency_lab.store.scores import SALIENCY_SCORES
 
 HeadsMode = Literal["sum_abs", "abs_sum"]
 RowsMode = Literal["output", "all"]
@@ -29,6 +30,7 @@ HEADS_MODES = ("sum_abs", "abs_sum")
 ROWS_MODES = ("output", "all")
 LOCORE_MODES = ("post_softmax", "renormalize", "logit_offset")
 DECAY_MODES = ("post_softmax", "renormalize")
+SGRS_REJECT = ("low", "high")
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -107,9 +109,17 @@ class SGRSConfig:
     k: int = 5  # top-K candidates
     max_resample: int = 3  # R: draws without replacement before fallback
     layers: list[int] | None = None  # target layers; None = upper half of the language model
+    # The score thresholded (a saliency score of docs/analysis.md, "Token scores") and the side rejected:
+    # "low" rejects score < tau (the paper's rule), "high" rejects score > tau.
+    score: str = "out_mean"
+    reject: Literal["low", "high"] = "low"
 
     def validate(self, n_layers: int | None = None) -> SGRSConfig:
         """Ranges of every setting; with `n_layers` (known once the model is loaded) also the layers."""
+        if self.score not in SALIENCY_SCORES:
+            raise SaliencyLabError(f"--sgrs-score {self.score!r}: SGRS thresholds a saliency score of a candidate's "
+                                   f"row; choose one of {', '.join(SALIENCY_SCORES)}")
+        _choice("--sgrs-reject", self.reject, SGRS_REJECT)
         if not _is_number(self.alpha) or self.alpha < 0:
             raise SaliencyLabError(f"--sgrs-alpha {self.alpha!r}: must be a finite number >= 0 "
                                    "(0 accepts every first draw; default 0.6)")

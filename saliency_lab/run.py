@@ -82,9 +82,14 @@ def default_run_id(cfg: CaptureConfig, manifest: Manifest) -> str:
     """`<model>-<manifest>-<hash of everything that changes numbers>`: the same command line gives the same
     id, so independently started shard processes and `--resume` find the same run without `--run-id`."""
     dec = cfg.to_json()
+    decoding = dict(dec["decoding"])
+    # The SGRS score and direction joined the config later: at the paper's rule (the defaults) they are left
+    # out of the hash, so runs made before keep their ids; any other choice changes the id.
+    sgrs = {k: v for k, v in decoding["sgrs"].items() if (k, v) not in (("score", "out_mean"), ("reject", "low"))}
+    decoding["sgrs"] = sgrs
     key = {
         "model": {k: v for k, v in dec["model"].items() if k != "device"},
-        "decoding": dec["decoding"],
+        "decoding": decoding,
         "saliency": {k: v for k, v in dec["saliency"].items() if k != "verify"},
         "manifest": manifest.sha256,
         "shards": cfg.shard[1],

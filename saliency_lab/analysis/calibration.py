@@ -1,8 +1,10 @@
 """Offline SGRS calibration (docs/analysis.md, "`saliency-lab calibrate`"): replay recorded generations and ask, for each threshold
 setting, which tokens SGRS would have rejected.
 
-Replay rule, at output step P of a sample (steps in decoding order):
-    history = scores of the tokens at steps P-W .. P-1 that have a score (step 0 has no Eq. 6 score)
+Replay rule, at output step P of a sample (steps in decoding order), the decoder's rule (decoding/selection.py):
+    history = scores of the tokens at steps P-W .. P-1 that have a score; step 0 has none for any score (SGRS
+              scores no step-0 candidate, replay_tokens.sql) and, in a run decoded with SGRS, its fallback
+              tokens (emitted after every draw failed tau) do not count, as in the decoder
     tau     = alpha * mean(history), or 0 when the history is empty
     reject low (the paper's rule): the token at P "would be rejected" when its score < tau;
     reject high: when its score > tau, and never with an empty history.
@@ -60,6 +62,13 @@ class ReplayData:
     cand_tok: np.ndarray | None = None  # index into the token arrays, per candidate row
     cand_pos: np.ndarray | None = None  # draw order among the other candidates (rank order); -1 = the token
     cand_score: np.ndarray | None = None
+    in_history: np.ndarray | None = None  # False for the fallback tokens of an SGRS run; None = every token
+
+    def history_score(self) -> np.ndarray:
+        """The scores later taus are built from: NaN where a token does not count (module docstring)."""
+        if self.in_history is None:
+            return self.score
+        return np.where(self.in_history, self.score, np.nan)
 
     @classmethod
     def from_frames(cls, tokens: pl.DataFrame, candidates: pl.DataFrame | None = None) -> ReplayData:
@@ -73,6 +82,8 @@ class ReplayData:
             label=tokens["label"].cast(pl.Int64).fill_null(-1).to_numpy(),
             token_id=tokens["token_id"].to_numpy(),
         )
+        if "fallback" in tokens.columns:
+            data.in_history = ~tokens["fallback"].fill_null(False).to_numpy().astype(bool)
         if candidates is not None and candidates.height:
             idx = tokens.select("run_id", "sample_id", "step", "token_id").with_row_index("tok")
             c = candidates.join(idx.rename({"token_id": "chosen"}), on=["run_id", "sample_id", "step"])
@@ -107,7 +118,7 @@ def history_mean(group: np.ndarray, score: np.ndarray, window: int) -> np.ndarra
 def rejections(data: ReplayData, alpha: float, window: int, hist: np.ndarray | None = None,
                reject: str = "low") -> tuple[np.ndarray, np.ndarray]:
     """tau per token and the mask of tokens the rule would reject (module docstring)."""
-    hist = history_mean(data.group, data.score, window) if hist is None else hist
+    hist = history_mean(data.group, data.history_score(), window) if hist is None else hist
     scored = ~np.isnan(data.score)
     x = np.where(scored, data.score, 0.0)
     if reject == "high":
@@ -177,7 +188,7 @@ def grid_rows(data: ReplayData, layer_set: str, layers: list[int], alphas: list[
     h_tot = np.bincount(data.group[is_h], minlength=n_g)
     c_tot = np.bincount(data.group[is_c], minlength=n_g)
     for w in windows:
-        hist = history_mean(data.group, data.score, int(w))
+        hist = history_mean(data.group, data.history_score(), int(w))
         for a in alphas:
             m = replay(data, float(a), int(w), max_resample, hist=hist, reject=reject)
             rows.append({"score": score, "reject": reject, "candidates_used": data.cand_tok is not None,

@@ -80,13 +80,19 @@ def register(subparsers: Any) -> None:
     d.add_argument("--locore-window", type=int, default=None, help="LocoRE window w_s (default 5)")
     d.add_argument("--locore-mode", choices=["post_softmax", "renormalize", "logit_offset"], default=None)
     d.add_argument("--calibration", type=Path, metavar="FILE",
-                   help="calibration.json from `saliency-lab calibrate`: sets SGRS alpha, window, layers")
+                   help="calibration.json from `saliency-lab calibrate`: sets SGRS alpha, window, layers, score and "
+                        "direction (explicit --sgrs-* flags override it)")
     d.add_argument("--sgrs-alpha", type=float, default=None, help="SGRS threshold factor (default 0.6)")
     d.add_argument("--sgrs-window", type=int, default=None, help="SGRS history window W (default 5)")
     d.add_argument("--sgrs-k", type=int, default=None, help="SGRS top-K candidates (default 5)")
     d.add_argument("--sgrs-max-resample", type=int, default=None, help="SGRS draws R (default 3)")
     d.add_argument("--sgrs-layers", type=_layers, default=None, metavar="L1,L2,..",
                    help="SGRS target layers (default: upper half)")
+    d.add_argument("--sgrs-score", default=None, metavar="S",
+                   help="the saliency score SGRS thresholds: out_mean (Eq. 6, default), prev, out_share, prev_share, "
+                        "prompt_share, image_share, system_share or source_share (docs/analysis.md)")
+    d.add_argument("--sgrs-reject", default=None, metavar="low|high",
+                   help="reject candidates scoring below tau (low, the paper's rule, default) or above it (high)")
 
     dc = p.add_argument_group("saliency decay (paper App. B.1; greedy or sample decoding)")
     dc.add_argument("--decay-rate", type=float, default=None, metavar="R",
@@ -118,7 +124,8 @@ def config_from_args(args: argparse.Namespace) -> CaptureConfig:
             setattr(sgrs, key, value)
     # Explicit flags override the calibration file.
     for flag, key in (("sgrs_alpha", "alpha"), ("sgrs_window", "window"), ("sgrs_k", "k"),
-                      ("sgrs_max_resample", "max_resample"), ("sgrs_layers", "layers")):
+                      ("sgrs_max_resample", "max_resample"), ("sgrs_layers", "layers"), ("sgrs_score", "score"),
+                      ("sgrs_reject", "reject")):
         value = getattr(args, flag)
         if value is not None:
             setattr(sgrs, key, value)

@@ -13,10 +13,11 @@ from saliency_lab.store.calibration import Calibration
 
 
 def load_calibration(path: str | Path) -> dict[str, Any]:
-    """The validated "recommended" block: a subset of {"alpha", "window", "layers"}."""
+    """The validated "recommended" block: a subset of {"alpha", "window", "layers", "score", "reject"}."""
     return Calibration.read(path).sgrs_settings()
 
 
 def sgrs_config_from_calibration(path: str | Path, base: SGRSConfig | None = None) -> SGRSConfig:
-    """`base` (default SGRSConfig()) with alpha / window / layers replaced by the file's recommendation."""
+    """`base` (default SGRSConfig()) with alpha / window / layers / score / reject replaced by the file's
+    recommendation."""
     return replace(base or SGRSConfig(), **load_calibration(path))

@@ -19,7 +19,7 @@ and image inputs reach the prefill only.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -72,23 +72,31 @@ class RowStats:
     prev: torch.Tensor  # [L]
     row_l2: torch.Tensor  # [L]
     step: int
+    # Segment sums (keys of the system prompt, the image, the prompt), for the share scores.
+    sys_sum: torch.Tensor | None = None
+    img_sum: torch.Tensor | None = None
+    prompt_sum: torch.Tensor | None = None
 
     def out_mean(self) -> torch.Tensor:
         """Eq. 6 per layer: out_sum / (row_l2 * step); 0 where the row is all zero."""
         den = self.row_l2 * self.step
         return torch.where(den > 0, self.out_sum / den.clamp_min(1e-300), torch.zeros_like(den))
 
-    def score(self) -> float | None:
-        """S(c): mean of out_mean over the target layers whose row is not all zero; None at step 0 (no prior
-        outputs) and when every row is zero. A zero row means the candidate's loss gradient vanished (p == 1 in
-        the compute dtype), so it carries no saliency: undefined, not low, exactly as the SQL macros treat it
-        (a zero norm gives NULL). Scoring it 0 would make SGRS reject every certain token, EOS included."""
+    def score(self, name: str = "out_mean") -> float | None:
+        """S(c): the mean over the target layers of score `name`'s per-layer value (`ROW_SCORES`, the formulas of
+        the SQL macros in queries/_catalog.sql), over the layers where it is defined; None at step 0 (SGRS
+        scores no step-0 candidate: the prefill runs without gradients) and when no layer defines it.
+
+        A zero row means the candidate's loss gradient vanished (p == 1 in the compute dtype), so it carries no
+        saliency: undefined, not low, exactly as the SQL macros treat it (a zero norm or total gives NULL).
+        Scoring it 0 would make SGRS reject every certain token, EOS included."""
         if self.step < 1:
             return None
-        defined = self.row_l2 > 0
+        v = ROW_SCORES[name](self)
+        defined = torch.isfinite(v)
         if not bool(defined.any()):
             return None
-        return float(self.out_mean()[defined].mean())
+        return float(v[defined].mean())
 
     def prev_norm(self) -> float | None:
         """Mean over target layers of prev / row_l2 (the paper's 'saliency to the previous token')."""
@@ -96,6 +104,43 @@ class RowStats:
             return None
         v = torch.where(self.row_l2 > 0, self.prev / self.row_l2.clamp_min(1e-300), torch.zeros_like(self.prev))
         return float(v.mean())
+
+
+def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """num / den per layer, NaN (undefined, like SQL's nullif(den, 0)) where den == 0."""
+    return torch.where(den != 0, num / torch.where(den != 0, den, torch.ones_like(den)), torch.full_like(den, torch.nan))
+
+
+def _segments(r: RowStats) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The row's system, image and prompt sums per layer (rows scored for a share always carry them)."""
+    if r.sys_sum is None or r.img_sum is None or r.prompt_sum is None:
+        raise RuntimeError("share scores need the segment sums of the row")
+    return r.sys_sum, r.img_sum, r.prompt_sum
+
+
+def _share(part: Callable[[RowStats], torch.Tensor]) -> Callable[[RowStats], torch.Tensor]:
+    """A segment's share of the row: part / (system + image + prompt + prior outputs), as `seg_share`."""
+
+    def share(r: RowStats) -> torch.Tensor:
+        sys_sum, img_sum, prompt_sum = _segments(r)
+        return _ratio(part(r), sys_sum + img_sum + prompt_sum + r.out_sum)
+
+    return share
+
+
+#: Per-layer value of every saliency score a candidate's row gives (NaN = undefined in that layer); the names
+#: are `saliency_lab.store.scores.SALIENCY_SCORES` (a unit test checks it) and the formulas those of
+#: `saliency_norm` in queries/_catalog.sql.
+ROW_SCORES: dict[str, Callable[[RowStats], torch.Tensor]] = {
+    "out_mean": lambda r: _ratio(r.out_sum, r.row_l2 * r.step),
+    "prev": lambda r: _ratio(r.prev, r.row_l2),
+    "out_share": _share(lambda r: r.out_sum),
+    "prev_share": _share(lambda r: r.prev),
+    "prompt_share": _share(lambda r: _segments(r)[2]),
+    "image_share": _share(lambda r: _segments(r)[1]),
+    "system_share": _share(lambda r: _segments(r)[0]),
+    "source_share": _share(lambda r: _segments(r)[2] + _segments(r)[1]),
+}
 
 
 class CachedDecoder:
@@ -219,7 +264,8 @@ class CachedDecoder:
             grads = torch.autograd.grad(-logp[token_id], probs, retain_graph=retain, allow_unused=True)
         q = self.length - 1
         o = self.output_start
-        out_sum, prev, l2 = [], [], []
+        seg = self.prepared.segments
+        out_sum, prev, l2, sys_sum, img_sum, prompt_sum = [], [], [], [], [], []
         for a, g in zip(probs, grads, strict=True):
             g = torch.zeros_like(a) if g is None else g
             if not bool(torch.isfinite(g).all()):
@@ -231,7 +277,13 @@ class CachedDecoder:
             out_sum.append(s[o:q + 1].sum())
             prev.append(s[q])
             l2.append(torch.linalg.vector_norm(s))
-        return RowStats(layers, torch.stack(out_sum), torch.stack(prev), torch.stack(l2), step=q - o + 1)
+            # Segment bounds as in the saliency pass (single_pass._segment_sums); all lie before q.
+            sys_sum.append(s[seg["system"][0]:seg["system"][1]].sum())
+            img_sum.append(s[seg["image"][0]:seg["image"][1]].sum())
+            prompt_sum.append(s[seg["prompt"][0]:seg["prompt"][1]].sum())
+        return RowStats(layers, torch.stack(out_sum), torch.stack(prev), torch.stack(l2), step=q - o + 1,
+                        sys_sum=torch.stack(sys_sum), img_sum=torch.stack(img_sum),
+                        prompt_sum=torch.stack(prompt_sum))
 
 
 def make_generator(decoding: DecodingConfig, sample_id: str) -> torch.Generator:

@@ -12,8 +12,9 @@ from typing import Any
 
 from saliency_lab.decoding.selection import StepDecision
 
-TOKEN_DECISION_COLUMNS = ("accepted", "n_rejected", "fallback", "sgrs_score", "sgrs_tau")
-DECISION_COLUMNS = ("step", "draw", "rank", "token_id", "prob", "score", "tau", "accepted", "fallback")
+TOKEN_DECISION_COLUMNS = ("accepted", "n_rejected", "fallback", "sgrs_score", "sgrs_score_name", "sgrs_tau")
+DECISION_COLUMNS = ("step", "draw", "rank", "token_id", "prob", "score", "score_name", "tau", "accepted",
+                    "fallback")
 
 
 @dataclass
@@ -30,7 +31,8 @@ class DecodeResult:
 class DecisionLog:
     """Accumulates StepDecisions into the TOKENS decision columns and the DECISIONS table columns."""
 
-    def __init__(self) -> None:
+    def __init__(self, score_name: str = "out_mean") -> None:
+        self.score_name = score_name  # the score thresholded (`--sgrs-score`), recorded with every value
         self.token_columns: dict[str, list] = {c: [] for c in TOKEN_DECISION_COLUMNS}
         self.decisions: dict[str, list] = {c: [] for c in DECISION_COLUMNS}
         self.history: list[tuple[float | None, bool]] = []  # (score of emitted token, accepted by threshold)
@@ -42,6 +44,7 @@ class DecisionLog:
         self.token_columns["n_rejected"].append(dec.n_rejected)
         self.token_columns["fallback"].append(dec.fallback)
         self.token_columns["sgrs_score"].append(score)
+        self.token_columns["sgrs_score_name"].append(self.score_name)
         self.token_columns["sgrs_tau"].append(dec.tau)
         last = len(dec.draws) - 1
         for d in dec.draws:
@@ -52,6 +55,7 @@ class DecisionLog:
             self.decisions["token_id"].append(d.token_id)
             self.decisions["prob"].append(d.prob)
             self.decisions["score"].append(d.score)
+            self.decisions["score_name"].append(self.score_name)
             self.decisions["tau"].append(dec.tau)
             self.decisions["accepted"].append(dec.accepted and d.draw == last)
             self.decisions["fallback"].append(dec.fallback and emitted)

@@ -9,12 +9,13 @@ Conventions (they change numbers, and docs/interventions.md repeats them):
   (`torch.multinomial` with a seeded `torch.Generator`). Top-K sampling in `loop.py` uses the very same draw, so
   SGRS whose first draw is always accepted (alpha = 0) reproduces top-K sampling token for token.
 - tau at step s = alpha * mean of the scores of the tokens *accepted by the threshold* at steps s-W .. s-1
-  (fallback tokens and steps without a defined score are left out); tau = 0 when that set is empty.
-- A candidate is accepted when its score >= tau. A candidate whose score is undefined (step 0: there are no prior
-  output tokens to be salient to; or p == 1, where the loss gradient and so every saliency row is zero) is
-  accepted as drawn.
-- When all R draws are rejected, the evaluated candidate with the highest score is emitted (fallback); ties go to the
-  earlier draw.
+  (fallback tokens and steps without a defined score are left out); when that set is empty tau = 0 under reject
+  low and +inf under reject high, so nothing is rejected (the offline replay's rule, analysis/calibration.py).
+- reject low (the paper's rule): a candidate is accepted when its score >= tau; reject high: when its score <= tau.
+  A candidate whose score is undefined (step 0: SGRS scores no step-0 candidate; or p == 1, where the loss
+  gradient and so every saliency row is zero) is accepted as drawn.
+- When all R draws are rejected, the evaluated candidate with the best score (highest under reject low, lowest
+  under reject high) is emitted (fallback); ties go to the earlier draw.
 """
 
 from __future__ import annotations
@@ -93,17 +94,24 @@ def draw_index(weights: torch.Tensor, generator: torch.Generator) -> int:
     return int(torch.multinomial(weights, 1, generator=generator))
 
 
-def sgrs_threshold(history: Sequence[tuple[float | None, bool]], alpha: float, window: int) -> float:
+def sgrs_threshold(history: Sequence[tuple[float | None, bool]], alpha: float, window: int,
+                   reject: str = "low") -> float:
     """tau for the next step from the per-step history [(score of emitted token, accepted by threshold)].
 
-    Only the last `window` steps count, and among them only threshold-accepted steps with a defined score.
+    Only the last `window` steps count, and among them only threshold-accepted steps with a defined score; with
+    none, tau rejects nothing (0 under reject low, +inf under reject high).
     """
-    if window <= 0:
-        return 0.0
-    recent = [s for s, ok in history[-window:] if ok and s is not None and math.isfinite(s)]
+    recent = [s for s, ok in history[-window:] if ok and s is not None and math.isfinite(s)] if window > 0 else []
     if not recent:
-        return 0.0
+        return math.inf if reject == "high" else 0.0
     return float(alpha) * (sum(recent) / len(recent))
+
+
+def passes(score: float | None, tau: float, reject: str = "low") -> bool:
+    """Whether a candidate's score meets the threshold (an undefined score always does)."""
+    if score is None:
+        return True
+    return score <= tau if reject == "high" else score >= tau
 
 
 def sgrs_select(
@@ -112,8 +120,9 @@ def sgrs_select(
     tau: float,
     max_draws: int,
     generator: torch.Generator,
+    reject: str = "low",
 ) -> StepDecision:
-    """Draw up to `max_draws` candidates without replacement; accept the first with score >= tau.
+    """Draw up to `max_draws` candidates without replacement; accept the first that `passes` tau.
 
     `score_fn(token_id)` returns the candidate's saliency score, or None when it is undefined (then the candidate
     is accepted). Only drawn candidates are scored.
@@ -129,7 +138,8 @@ def sgrs_select(
         tok = cands.ids[rank]
         score = score_fn(tok)
         draws.append(Draw(d, rank, tok, float(cands.probs[rank]), score))
-        if score is None or score >= tau:
+        if passes(score, tau, reject):
             return StepDecision(tok, tau, accepted=True, fallback=False, draws=draws)
-    best = max(draws, key=lambda x: (x.score if x.score is not None else -math.inf, -x.draw))
+    sign = -1.0 if reject == "high" else 1.0  # the best score is the one furthest on the accepted side
+    best = max(draws, key=lambda x: (sign * x.score if x.score is not None else -math.inf, -x.draw))
     return StepDecision(best.token_id, tau, accepted=False, fallback=True, draws=draws)

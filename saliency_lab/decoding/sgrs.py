@@ -5,13 +5,14 @@ Per step (output step s, new position P = o + s, query q = P - 1):
 2. top-K candidates of softmax(logits / temperature) (image placeholder ids removed);
 3. up to R draws without replacement (seeded `torch.Generator`, see `selection.py`); each drawn candidate c gets
    one backward of -log p(c) (p = the model's softmax at q, temperature 1, like capture) on the same graph;
-4. S(c) = mean over target layers of out_sum / (row_l2 * s), the `out_mean` of docs/analysis.md with row
-   normalization, S_raw over heads as `heads` (default sum_abs); accept the first c with S(c) >= tau, else emit the
-   evaluated candidate with the highest S (fallback).
-At step 0 there are no prior output tokens: S is undefined (null in the tables), tau is 0 and the first draw is
-accepted without a backward (the prefill runs without gradients). S(c) equals what capture's saliency tables give
-for the same token (`out_sum / (row_l2 * step)` averaged over the same layers), tested against the per-prefix
-reference.
+4. S(c) = the mean over target layers of the chosen score (`--sgrs-score`, default the paper's out_mean =
+   out_sum / (row_l2 * s) with row normalization; any saliency score of docs/analysis.md, "Token scores", with
+   the formulas of the SQL macros, see `loop.ROW_SCORES`), S_raw over heads as `heads` (default sum_abs);
+   accept the first c that passes tau (reject low: S(c) >= tau, the paper's rule; reject high: S(c) <= tau),
+   else emit the evaluated candidate with the best S (fallback).
+At step 0 S is undefined (null in the tables; out_mean has no prior output keys, and the prefill runs without
+gradients for every score): the first draw is accepted without a backward. S(c) equals what the SQL macros give
+on capture's saliency tables for the same token, tested against the per-prefix reference.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class SGRSPolicy:
         self.cfg = cfg
         self.layers = layers
         self.temperature = float(temperature)
-        self.log = DecisionLog()
+        self.log = DecisionLog(cfg.score)
 
     def grad_layers(self) -> list[int]:
         """The SGRS target layers (`--sgrs-layers`, default the upper half)."""
@@ -49,13 +50,13 @@ class SGRSPolicy:
         if not cands.ids:
             raise SampleError(f"sample {ctx.decoder.prepared.sample_id!r}: no token with non-zero probability at "
                               f"step {step}")
-        tau = sgrs_threshold(self.log.history, cfg.alpha, cfg.window)
+        tau = sgrs_threshold(self.log.history, cfg.alpha, cfg.window, cfg.reject)
 
         def score(tok: int) -> float | None:
-            # Step 0 has no prior output token to be salient to: undefined, accepted as drawn.
-            return None if step == 0 else ctx.row_stats(tok, self.layers).score()
+            # Step 0 is not scored (no gradient through the prefill): undefined, accepted as drawn.
+            return None if step == 0 else ctx.row_stats(tok, self.layers).score(cfg.score)
 
-        decision = sgrs_select(cands, score, tau, cfg.max_resample, ctx.generator)
+        decision = sgrs_select(cands, score, tau, cfg.max_resample, ctx.generator, cfg.reject)
         self.log.add(step, decision)
         return decision.token_id
 
@@ -63,7 +64,8 @@ class SGRSPolicy:
         """TOKENS decision columns, DECISIONS rows and counters."""
         result.token_columns.update(self.log.token_columns)
         result.decisions.update(self.log.decisions)
-        result.stats.update(target_layers=list(self.layers), fallbacks=sum(self.log.token_columns["fallback"]),
+        result.stats.update(target_layers=list(self.layers), score=self.cfg.score, reject=self.cfg.reject,
+                            fallbacks=sum(self.log.token_columns["fallback"]),
                             rejections=sum(self.log.token_columns["n_rejected"]))
 
 

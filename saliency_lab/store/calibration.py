@@ -3,7 +3,8 @@
 file, so every consumer validates it the same way (docs/analysis.md, "`saliency-lab calibrate`").
 
     cal = Calibration.read("cal")          # the folder holding calibration.json, or the file
-    cal.sgrs_settings()                    # {"alpha": 0.6, "window": 5, "layers": [2, 3]}: what capture applies
+    cal.sgrs_settings()                    # {"alpha": 0.6, "window": 5, "layers": [2, 3], "score": "source_share",
+                                           #  "reject": "low"}: what capture applies
 
 Fields (top level of the JSON object; unknown fields are refused so a typo or a newer file is not silently
 ignored):
@@ -35,6 +36,7 @@ import polars as pl
 
 from saliency_lab.errors import SaliencyLabError
 from saliency_lab.jsonl import jsonable
+from saliency_lab.store.scores import SALIENCY_SCORES
 
 CALIBRATION_JSON = "calibration.json"
 _FIX = "pass the calibration.json written by `saliency-lab calibrate` (or the folder holding it)"
@@ -114,22 +116,21 @@ class Calibration:
     source: str = field(default="", compare=False)
 
     def sgrs_settings(self) -> dict[str, Any]:
-        """The recommended SGRS settings capture applies: a subset of {"alpha", "window", "layers"}."""
+        """The recommended SGRS settings capture applies: a subset of {"alpha", "window", "layers", "score",
+        "reject"} (score and reject default to out_mean / low, the paper's rule, when the file has none)."""
+        where = self.source or "calibration"
         if self.recommended is None:
             why = f" ({self.reason})" if self.reason else ""
-            raise SaliencyLabError(
-                f"{self.source or 'calibration'}: the calibration recommends no SGRS "
-                f"setting{why}; set --sgrs-alpha / --sgrs-window / --sgrs-layers yourself"
-            )
+            raise SaliencyLabError(f"{where}: the calibration recommends no SGRS setting{why}; set --sgrs-alpha / "
+                                   "--sgrs-window / --sgrs-layers / --sgrs-score yourself")
         rec = dict(self.recommended)
-        # The decoder thresholds out_mean, rejecting low; a setting calibrated on another score or direction
-        # means something else there, so it is refused rather than applied.
-        score, reject = rec.pop("score", "out_mean"), rec.pop("reject", "low")
-        if (score, reject) != ("out_mean", "low"):
+        rec.setdefault("score", self.score or "out_mean")
+        rec.setdefault("reject", self.reject or "low")
+        if rec["score"] not in SALIENCY_SCORES:
+            # e.g. an attention baseline: calibrate can rank it, but a candidate's saliency row cannot give it.
             raise SaliencyLabError(
-                f"{self.source or 'calibration'}: the recommendation is for score {score} reject {reject}, "
-                "but SGRS decodes with out_mean reject low; calibrate with --score out_mean --reject low, "
-                "or set --sgrs-alpha / --sgrs-window yourself"
+                f"{where}: the recommendation thresholds {rec['score']}, which SGRS cannot compute while decoding; "
+                f"calibrate with --score one of {', '.join(SALIENCY_SCORES)}, or pass --sgrs-score"
             )
         return rec
 

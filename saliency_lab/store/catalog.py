@@ -244,19 +244,19 @@ class Catalog:
         parts = []
         if local:
             files = "[" + ", ".join(_sql_str(p) for p in local) + "]"
-            parts.append(f"SELECT {cols} FROM read_parquet({files}, hive_partitioning = false, "
-                         "union_by_name = true)")
+            parts.append(f"SELECT * FROM read_parquet({files}, hive_partitioning = false, union_by_name = true)")
         remote = [pads.dataset(f, filesystem=r.fs, format="parquet", schema=scan_schema(table))
                   for r in self.runs if r.fs is not None for f in [r.files(table)] if f]
         if remote:
             name = f"_ds_{table}"
             self._register(name, remote[0] if len(remote) == 1 else pads.dataset(remote))
-            parts.append(f"SELECT {cols} FROM {name}")
-        if not parts:
-            name = f"_empty_{table}"
-            self._register(name, scan_schema(table).empty_table())
-            parts.append(f"SELECT {cols} FROM {name}")
-        return " UNION ALL BY NAME ".join(parts)
+            parts.append(f"SELECT * FROM {name}")
+        # The typed empty table is always part of the union: a column added by a later schema version is NULL
+        # in the rows of older runs (and the view has every column even when no run has the table).
+        name = f"_empty_{table}"
+        self._register(name, scan_schema(table).empty_table())
+        parts.append(f"SELECT * FROM {name}")
+        return f"SELECT {cols} FROM (" + " UNION ALL BY NAME ".join(parts) + ")"
 
     # -- querying ------------------------------------------------------------------------------
     def sql(self, query: str, params: dict[str, Any] | None = None) -> duckdb.DuckDBPyRelation:

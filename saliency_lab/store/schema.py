@@ -20,7 +20,7 @@ import pyarrow as pa
 from saliency_lab.errors import SaliencyLabError
 
 #: Bumped whenever a column is added, removed or changes meaning. Readers refuse newer versions.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Tables stored as hive-partitioned part files under <run>/<table>/shard=<k>/part-<n>.parquet.
 PARTITIONED_TABLES = ("samples", "tokens", "saliency", "candidates", "rows", "decisions")
@@ -80,6 +80,7 @@ TOKENS = pa.schema(
         _f("n_rejected", _I16, True),
         _f("fallback", _BOOL, True),
         _f("sgrs_score", _F32, True),
+        _f("sgrs_score_name", _STR, True),  # the score sgrs_score is (--sgrs-score); null before schema 2
         _f("sgrs_tau", _F32, True),
     ]
 )
@@ -138,6 +139,7 @@ DECISIONS = pa.schema(
         _f("token_id", _I32),
         _f("prob", _F32),
         _f("score", _F32, True),  # null at step 0: no prior output tokens, score undefined
+        _f("score_name", _STR, True),  # the score thresholded (--sgrs-score); null in runs before schema 2
         _f("tau", _F32),
         _f("accepted", _BOOL),
         _f("fallback", _BOOL),

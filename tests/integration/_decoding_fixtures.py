@@ -86,6 +86,8 @@ def check_decisions(res, cfg, eos: set[int] | None = None) -> None:
     """Everything the decision records claim is consistent with the algorithm and with the output."""
     from saliency_lab.decoding.selection import sgrs_threshold
 
+    reject = getattr(cfg, "reject", "low")
+    sign = -1.0 if reject == "high" else 1.0  # sign * score >= sign * tau passes in either direction
     tc, dc = res.token_columns, res.decisions
     n = len(res.output_ids)
     assert all(len(v) == n for v in tc.values())
@@ -96,7 +98,7 @@ def check_decisions(res, cfg, eos: set[int] | None = None) -> None:
         assert draws == list(range(len(rows))) and 1 <= len(rows) <= cfg.max_resample
         toks = [dc["token_id"][i] for i in rows]
         assert len(set(toks)) == len(toks)  # without replacement
-        tau = sgrs_threshold(history, cfg.alpha, cfg.window)
+        tau = sgrs_threshold(history, cfg.alpha, cfg.window, reject)
         assert tc["sgrs_tau"][step] == pytest.approx(tau, rel=1e-12, abs=0)
         assert all(dc["tau"][i] == tc["sgrs_tau"][step] for i in rows)
         scores = [dc["score"][i] for i in rows]
@@ -105,12 +107,12 @@ def check_decisions(res, cfg, eos: set[int] | None = None) -> None:
         emitted = res.output_ids[step]
         if tc["accepted"][step]:
             assert not tc["fallback"][step] and toks[-1] == emitted and dc["accepted"][rows[-1]]
-            assert scores[-1] is None or scores[-1] >= tau
-            assert all(s < tau for s in scores[:-1])
+            assert scores[-1] is None or sign * scores[-1] >= sign * tau
+            assert all(sign * s < sign * tau for s in scores[:-1])
             assert tc["n_rejected"][step] == len(rows) - 1
         else:
-            assert tc["fallback"][step] and all(s < tau for s in scores)
-            assert emitted == toks[max(range(len(rows)), key=lambda k: (scores[k], -k))]
+            assert tc["fallback"][step] and all(sign * s < sign * tau for s in scores)
+            assert emitted == toks[max(range(len(rows)), key=lambda k: (sign * scores[k], -k))]
             assert tc["n_rejected"][step] == len(rows)
         chosen = [i for i in rows if dc["accepted"][i] or dc["fallback"][i]]
         assert len(chosen) == 1 and dc["token_id"][chosen[0]] == emitted

@@ -228,7 +228,7 @@ def test_auto_finds_the_planted_score_and_direction(tmp_path):
     assert few.recommended is None and few.reason.startswith("too few samples")
 
 
-def test_capture_refuses_a_calibration_without_a_usable_recommendation(tmp_path):
+def test_capture_applies_the_recommended_score_and_refuses_a_null_or_attention_one(tmp_path):
     from saliency_lab.decoding.calibration_file import load_calibration
 
     p = tmp_path / "calibration.json"
@@ -236,10 +236,9 @@ def test_capture_refuses_a_calibration_without_a_usable_recommendation(tmp_path)
                              "score": None, "reject": None}))
     with pytest.raises(SaliencyLabError, match=r"recommends no SGRS setting \(no setting beats chance"):
         load_calibration(p)
-    p.write_text(json.dumps({"recommended": {"alpha": 0.4, "window": 3, "layers": [1], "score": "source_share",
-                                             "reject": "low"}}))
-    with pytest.raises(SaliencyLabError, match="for score source_share reject low"):
+    rec = {"alpha": 0.4, "window": 3, "layers": [1], "score": "source_share", "reject": "high"}
+    p.write_text(json.dumps({"recommended": rec}))
+    assert load_calibration(p) == rec
+    p.write_text(json.dumps({"recommended": {**rec, "score": "attn_out"}}))
+    with pytest.raises(SaliencyLabError, match="thresholds attn_out, which SGRS cannot compute while decoding"):
         load_calibration(p)
-    p.write_text(json.dumps({"recommended": {"alpha": 0.4, "window": 3, "layers": [1], "score": "out_mean",
-                                             "reject": "low"}}))
-    assert load_calibration(p) == {"alpha": 0.4, "window": 3, "layers": [1]}

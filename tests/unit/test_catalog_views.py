@@ -148,3 +148,32 @@ def test_glob_opens_every_run(runs):
     with open_catalog([str(root / "r*")]) as cat:
         assert one(cat, "SELECT count(*) FROM runs") == 2
     assert not math.isnan(pq.read_table(a / "labels" / "chair.parquet").num_rows)
+
+
+def test_a_schema_1_run_without_the_score_name_columns_reads_them_as_null(tmp_path):
+    """Schema 2 added tokens.sgrs_score_name and decisions.score_name; a run written before (its part files lack
+    the columns, run.json says schema_version 1) still opens, alone or next to a new run, with those columns
+    NULL in its rows."""
+    from saliency_lab.store.schema import table_from_columns
+
+    old = make_run(tmp_path, "old", SyntheticSpec(n_samples=3, n_layers=2, seed=1))
+    info = json.loads((old / "run.json").read_text())
+    info["schema_version"] = 1
+    (old / "run.json").write_text(json.dumps(info))
+    for part in (old / "tokens").rglob("*.parquet"):
+        pq.write_table(pq.read_table(part).drop_columns(["sgrs_score_name"]), part)
+    dec = table_from_columns("decisions", {
+        "run_id": ["old"], "sample_id": ["s"], "step": [1], "draw": [0], "rank": [0], "token_id": [5],
+        "prob": [0.5], "score": [0.1], "tau": [0.0], "accepted": [True], "fallback": [False]})
+    (old / "decisions" / "shard=0").mkdir(parents=True)
+    pq.write_table(dec.drop_columns(["score_name"]), old / "decisions" / "shard=0" / "part-0.parquet")
+    assert "score_name" not in pq.read_schema(old / "decisions" / "shard=0" / "part-0.parquet").names
+    with open_catalog([old]) as cat:
+        assert cat.sql("SELECT score_name, score FROM decisions").fetchall() == [(None, pytest.approx(0.1))]
+        assert one(cat, "SELECT count(*) FROM tokens WHERE sgrs_score_name IS NULL") == one(
+            cat, "SELECT count(*) FROM tokens") > 0
+    new = make_run(tmp_path, "new", SyntheticSpec(n_samples=2, n_layers=2, seed=2))
+    with open_catalog([old, new]) as cat:
+        assert cat.sql("SELECT DISTINCT run_id, schema_version FROM runs ORDER BY run_id").fetchall() == [
+            ("new", SCHEMA_VERSION), ("old", 1)]
+        assert one(cat, "SELECT count(*) FROM decisions WHERE score_name IS NULL") == 1

@@ -158,3 +158,41 @@ def test_row_stats_score_leaves_out_zero_rows_and_is_undefined_when_all_are_zero
     full = RowStats(layers=[0, 1], out_sum=torch.tensor([1.0, 3.0], dtype=d), prev=torch.zeros(2, dtype=d),
                     row_l2=torch.tensor([1.0, 2.0], dtype=d), step=1)
     assert full.score() == pytest.approx((1.0 + 1.5) / 2)
+
+
+def test_row_scores_are_the_saliency_family_with_the_sql_formulas():
+    from saliency_lab.decoding.loop import ROW_SCORES, RowStats
+    from saliency_lab.store.scores import SALIENCY_SCORES
+
+    assert tuple(ROW_SCORES) == SALIENCY_SCORES
+
+    def t(v: list[float]) -> torch.Tensor:
+        return torch.tensor(v, dtype=torch.float64)
+
+    # layer 0: sys 1, img 2, prompt 3, out 4 (prev 1), l2 5; layer 1: an all-zero row (undefined)
+    r = RowStats([2, 3], out_sum=t([4.0, 0.0]), prev=t([1.0, 0.0]), row_l2=t([5.0, 0.0]), step=2,
+                 sys_sum=t([1.0, 0.0]), img_sum=t([2.0, 0.0]), prompt_sum=t([3.0, 0.0]))
+    expected = {"out_mean": 4 / 10, "prev": 1 / 5, "out_share": 0.4, "prev_share": 0.1, "prompt_share": 0.3,
+                "image_share": 0.2, "system_share": 0.1, "source_share": 0.5}
+    assert {n: r.score(n) for n in SALIENCY_SCORES} == pytest.approx(expected, rel=1e-15)
+    # two defined layers: the mean over layers; step 0 and an all-zero row: undefined
+    r2 = RowStats([2, 3], out_sum=t([4.0, 1.0]), prev=t([1.0, 1.0]), row_l2=t([5.0, 1.0]), step=2,
+                  sys_sum=t([1.0, 0.0]), img_sum=t([2.0, 0.0]), prompt_sum=t([3.0, 1.0]))
+    assert r2.score("source_share") == pytest.approx((0.5 + 0.5) / 2) and r2.score("out_share") == 0.45
+    zero = RowStats([1], t([0.0]), t([0.0]), t([0.0]), 3, t([0.0]), t([0.0]), t([0.0]))
+    assert all(zero.score(n) is None for n in SALIENCY_SCORES)
+    assert RowStats([1], t([1.0]), t([1.0]), t([1.0]), 0, t([0.0]), t([0.0]), t([1.0])).score("prompt_share") is None
+
+
+def test_reject_high_threshold_and_fallback():
+    from saliency_lab.decoding.selection import passes
+
+    assert sgrs_threshold([], 0.6, 5, "high") == math.inf and sgrs_threshold([], 0.6, 5) == 0.0
+    assert sgrs_threshold([(2.0, True), (4.0, False), (None, True)], 0.5, 5, "high") == 1.0
+    assert passes(0.3, 0.3, "high") and not passes(0.31, 0.3, "high") and passes(None, 0.0, "high")
+    scores = {10: 0.9, 11: 0.7, 12: 0.8}
+    cands = Candidates([10, 11, 12], torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64))
+    dec = sgrs_select(cands, scores.get, 0.5, 3, torch.Generator().manual_seed(0), reject="high")
+    assert dec.fallback and dec.token_id == 11  # every draw above tau: the lowest score is emitted
+    dec = sgrs_select(cands, scores.get, 0.75, 3, torch.Generator().manual_seed(0), reject="high")
+    assert dec.accepted and scores[dec.token_id] <= 0.75

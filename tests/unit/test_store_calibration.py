@@ -42,7 +42,8 @@ def test_write_then_read_round_trips(tmp_path):
     assert (doc["score"], doc["reject"], doc["reason"]) == ("prev", "high", None) and "source" not in doc
     back = Calibration.read(tmp_path / "dir")
     assert back.source == str(path)
-    assert back.sgrs_settings() == {"alpha": 0.7, "window": 5, "layers": [2]}
+    # a recommendation without its own score / reject is for the file's score and direction
+    assert back.sgrs_settings() == {"alpha": 0.7, "window": 5, "layers": [2], "score": "prev", "reject": "high"}
     assert (back.score, back.reject, back.budget, back.runs) == ("prev", "high", 0.1, ["runs/a"])
     assert back.grid["layers"].to_list() == [[1, 2], [2]] and back.frontier.height == 1
     assert back.grid["recall"].to_list() == [0.25, 0.5] and back.grid["false_rejection_rate"][0] is None
@@ -53,12 +54,22 @@ def test_older_files_get_defaults_and_null_recommendation_says_why(tmp_path):
     p.write_text('{"recommended": {"alpha": 1}, "grid": []}')
     cal = Calibration.read(p)
     assert (cal.reject, cal.score, cal.reason, cal.grid.height) == ("low", None, None, 0)
-    assert cal.sgrs_settings() == {"alpha": 1.0}
+    assert cal.sgrs_settings() == {"alpha": 1.0, "score": "out_mean", "reject": "low"}  # the paper's rule
     p.write_text('{"recommended": null, "reason": "no setting separates the labels"}')
     cal = Calibration.read(p)
     with pytest.raises(SaliencyLabError, match="recommends no SGRS setting \\(no setting separates") as err:
         cal.sgrs_settings()
     assert str(p) in str(err.value)
+
+
+def test_recommended_score_and_direction_are_applied_and_attention_scores_refused(tmp_path):
+    rec = {"alpha": 0.9, "window": 2, "score": "source_share", "reject": "high"}
+    cal = _cal(recommended=rec, score="out_mean", reject="low")
+    assert cal.sgrs_settings() == rec  # the recommendation's own score wins over the file's
+    cal = _cal(recommended={"alpha": 0.9, "score": "lookback_ratio", "reject": "low"}, source="cal.json")
+    with pytest.raises(SaliencyLabError, match="cal.json: the recommendation thresholds lookback_ratio") as err:
+        cal.sgrs_settings()
+    assert "\n" not in str(err.value) and "source_share" in str(err.value)
 
 
 @pytest.mark.parametrize(

@@ -125,6 +125,26 @@ def test_default_run_id_is_stable_and_config_dependent(tmp_path):
     assert a.startswith("fake-m-")
 
 
+def test_sgrs_score_choice_keeps_the_ids_of_runs_made_before_it(tmp_path):
+    """The ids below were computed by the toolkit before SGRSConfig had `score` / `reject`: the paper's rule
+    (the defaults) keeps them; another score or direction is another run."""
+    from saliency_lab.config import DecodingConfig, SGRSConfig
+    from saliency_lab.manifest import load_manifest
+    from saliency_lab.run import default_run_id
+
+    m = tmp_path / "m.jsonl"
+    m.write_text('{"sample_id": "a", "prompt": "hi"}\n')
+
+    def rid(strategy: str, **sgrs) -> str:
+        cfg = CaptureConfig(model=ModelConfig("fake"), data=str(m), out=str(tmp_path),
+                            decoding=DecodingConfig(strategy=strategy, sgrs=SGRSConfig(**sgrs)))
+        return default_run_id(cfg, load_manifest(m))
+
+    assert rid("greedy") == "fake-m-0778f927" and rid("sgrs") == "fake-m-6d584c4e"
+    others = {rid("sgrs", score="source_share"), rid("sgrs", reject="high"), rid("sgrs", score="prev")}
+    assert len(others) == 3 and "fake-m-6d584c4e" not in others
+
+
 def test_cli_maps_flags_and_calibration(tmp_path):
     from saliency_lab.cli.capture import config_from_args
 
@@ -138,6 +158,16 @@ def test_cli_maps_flags_and_calibration(tmp_path):
     cfg = config_from_args(args)
     assert cfg.decoding.sgrs.alpha == 0.45 and cfg.decoding.sgrs.layers == [1, 2]
     assert cfg.decoding.sgrs.window == 3  # explicit flag beats the calibration file
+    assert (cfg.decoding.sgrs.score, cfg.decoding.sgrs.reject) == ("out_mean", "low")  # the paper's rule
+    cal.write_text(json.dumps({"recommended": {"alpha": 0.45, "score": "source_share", "reject": "high"}}))
+    args = _parser().parse_args(["capture", "--model", "m", "--data", "d.jsonl", "--strategy", "sgrs",
+                                 "--calibration", str(cal)])
+    assert (config_from_args(args).decoding.sgrs.score, config_from_args(args).decoding.sgrs.reject) == (
+        "source_share", "high")
+    args = _parser().parse_args(["capture", "--model", "m", "--data", "d.jsonl", "--strategy", "sgrs",
+                                 "--calibration", str(cal), "--sgrs-score", "prev", "--sgrs-reject", "low"])
+    sgrs = config_from_args(args).decoding.sgrs
+    assert (sgrs.alpha, sgrs.score, sgrs.reject) == (0.45, "prev", "low")  # flags override the file
     assert cfg.shard == (1, 4) and cfg.resume and cfg.decoding.seed == 4
     assert (cfg.saliency.candidates, cfg.saliency.rows, cfg.saliency.heads) == (5, "all", "abs_sum")
     assert cfg.decoding.locore.beta == 0.15 and cfg.decoding.locore.window == 5
