@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from saliency_lab.errors import SaliencyLabError
+from saliency_lab.threads import configured_threads
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO_ROOT / "datasets" / "shapes" / "model"
@@ -109,7 +110,7 @@ def run_demo(cfg: DemoConfig, printer=print) -> dict[str, Any]:
     log = _Log(printer)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    torch.set_num_threads(configured_threads() or max(1, min(2, torch.get_num_threads())))
     summary: dict[str, Any] = {"config": asdict(cfg), "runs": {}, "files": {}}
     model = resolve_model(cfg, log)
     summary["model"] = str(model)

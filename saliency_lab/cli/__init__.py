@@ -9,6 +9,7 @@ import sys
 
 from saliency_lab import __version__
 from saliency_lab.errors import SaliencyLabError
+from saliency_lab.threads import configure_threads
 
 # Module names under saliency_lab.cli, each with register(subparsers). Missing modules are skipped so a
 # partial install still offers the commands it has.
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if getattr(args, "configure_threads", False):
+            configure_threads(args.threads)
         result = args.func(args)
     except SaliencyLabError as exc:
         print(f"saliency-lab: error: {exc}", file=sys.stderr)

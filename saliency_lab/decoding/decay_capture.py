@@ -43,7 +43,8 @@ def decay_capture_fn(decay: SaliencyDecayConfig, decayed: dict[str, list[int]] |
             raise SampleError(f"sample {sample.sample_id!r}: the model generated no tokens")
         hooks = intervention_hooks(decoding, prepared.n_input) + [res.stats["hook"]]
         sp = single_pass(bundle, prepared, res.output_ids, heads=sal.heads, hooks=hooks,
-                         keep_rows=bool(sal.rows), candidates=sal.candidates)
+                         keep_rows=bool(sal.rows), candidates=sal.candidates, precision=sal.precision,
+                         max_pass_tokens=sal.max_pass_tokens)
         seconds = time.perf_counter() - t0
         tables = build_tables(bundle, sample, prepared, res.output_ids, sp, sal, run_id, seconds, None)
         if decayed is not None:

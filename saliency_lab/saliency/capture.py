@@ -107,7 +107,8 @@ def capture_sample(bundle, sample: ManifestSample, decoding: DecodingConfig, sal
         raise SampleError(f"sample {sample.sample_id!r}: the model generated no tokens")
 
     res = single_pass(bundle, prepared, output_ids, heads=sal.heads, hooks=hooks,
-                      keep_rows=bool(sal.rows) or sal.verify, candidates=sal.candidates)
+                      keep_rows=bool(sal.rows) or sal.verify, candidates=sal.candidates,
+                      precision=sal.precision, max_pass_tokens=sal.max_pass_tokens)
     stats: dict[str, Any] = {"generate_seconds": t_gen}
     if sal.verify:
         from saliency_lab.saliency.reference import verify_rows

@@ -6,7 +6,9 @@ See saliency_lab.saliency.attention for why the stop-gradient pass gives every r
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,18 +43,20 @@ def heads_reduce(a: torch.Tensor, g: torch.Tensor, heads: HeadsMode) -> torch.Te
     raise ValueError(f"unknown heads mode {heads!r}")
 
 
-def _masks(n: int, o: int, t: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """[T, n] boolean masks: all keys j <= q and output keys o <= j <= q, with q = o - 1 + step."""
+def _masks(n: int, o: int, s0: int, t: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """[T, n] boolean masks: all keys j <= q and output keys o <= j <= q, with q = o - 1 + step, for the
+    steps s0..s0+T-1."""
     j = torch.arange(n, device=device)
-    q = (o - 1 + torch.arange(t, device=device)).unsqueeze(1)
+    q = (o - 1 + s0 + torch.arange(t, device=device)).unsqueeze(1)
     causal = j.unsqueeze(0) <= q
     return causal, causal & (j.unsqueeze(0) >= o)
 
 
-def _segment_sums(s: torch.Tensor, seg: dict[str, tuple[int, int]], causal, outm, o: int) -> dict[str, torch.Tensor]:
+def _segment_sums(s: torch.Tensor, seg: dict[str, tuple[int, int]], causal, outm, q1: int) -> dict[str, torch.Tensor]:
+    """Per-row sums of S_raw [T, n] whose first row is query q1 - 1 (q1 = o + first step)."""
     s = s * causal
     t = s.shape[0]
-    prev = s[torch.arange(t), o - 1 + torch.arange(t)]
+    prev = s[torch.arange(t), q1 - 1 + torch.arange(t)]
     return {
         "sys_sum": s[:, seg["system"][0]:seg["system"][1]].sum(-1),
         "img_sum": s[:, seg["image"][0]:seg["image"][1]].sum(-1),
@@ -83,11 +87,11 @@ def _prefill_length(bundle, ids: list[int], o: int) -> int:
     return o - 1
 
 
-def _prefill(bundle, prepared, prefix: torch.Tensor, hooks):
+def _prefill(bundle, prepared, prefix: torch.Tensor, hooks, dtype: torch.dtype):
     """KV cache of the prompt prefix, no autograd. Through our function only when hooks must see it."""
     model = bundle.model
     reset_rope_cache(model)
-    kwargs = model_kwargs_for(bundle, prepared, int(prefix.shape[1]))
+    kwargs = _cast_floats(model_kwargs_for(bundle, prepared, int(prefix.shape[1])), dtype)
     with torch.no_grad():
         if hooks:
             with use_attention(bundle), intervention_context("plain", hooks):
@@ -112,6 +116,55 @@ def _check_finite(grads: list[torch.Tensor], dtype: torch.dtype, sample_id: str)
         )
 
 
+def pass_dtype(model_dtype: torch.dtype, precision: str) -> torch.dtype:
+    """dtype the saliency pass computes in: float32 for a bf16/fp16 model with precision "float32" (or "auto"),
+    else the model's own."""
+    low = model_dtype in (torch.bfloat16, torch.float16)
+    return torch.float32 if low and precision in ("float32", "auto") else model_dtype
+
+
+@contextlib.contextmanager
+def compute_dtype(model: torch.nn.Module, dtype: torch.dtype, from_dtype: torch.dtype) -> Iterator[None]:
+    """Inside the block, every `from_dtype` parameter and buffer of `model` is held in `dtype`; afterwards each
+    gets its own dtype back (bf16 -> float32 -> bf16 is exact, so the weights are unchanged)."""
+    if dtype == from_dtype:
+        yield
+        return
+    changed: list[tuple[torch.nn.Module, str, bool]] = []
+    with torch.no_grad():
+        for mod in model.modules():
+            for kind, store in ((True, mod._parameters), (False, mod._buffers)):
+                for name, t in store.items():
+                    if t is not None and t.dtype == from_dtype:
+                        if kind:
+                            t.data = t.data.to(dtype)
+                        else:
+                            store[name] = t.to(dtype)
+                        changed.append((mod, name, kind))
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for mod, name, kind in changed:
+                if kind:
+                    mod._parameters[name].data = mod._parameters[name].data.to(from_dtype)
+                else:
+                    mod._buffers[name] = mod._buffers[name].to(from_dtype)
+
+
+def _cast_floats(kwargs: dict[str, Any], dtype: torch.dtype) -> dict[str, Any]:
+    return {k: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in kwargs.items()}
+
+
+def _detach_cache(cache) -> None:
+    """Drop the autograd history the last block left in the KV cache (the next block reads it detached)."""
+    for layer in getattr(cache, "layers", []):
+        for attr in ("keys", "values"):
+            value = getattr(layer, attr, None)
+            if isinstance(value, torch.Tensor):
+                setattr(layer, attr, value.detach())
+
+
 def single_pass(
     bundle: Any,
     prepared: Any,
@@ -121,9 +174,22 @@ def single_pass(
     hooks: list | None = None,
     keep_rows: bool = False,
     candidates: int = 0,
+    precision: str = "model",
+    max_pass_tokens: int | None = None,
 ) -> PassResult:
-    """Saliency of every output token (all layers) from one forward + backward (+1 backward per candidate)."""
-    model = bundle.model
+    """Saliency of every output token (all layers) from one forward + backward (+1 backward per candidate).
+
+    `precision`: "float32" (or "auto") runs the pass of a bf16/fp16 model in float32 on the same weights.
+    `max_pass_tokens`: split the output rows into blocks of at most this many, one forward + backward each,
+    the earlier rows held in the KV cache without autograd. Exact for the same reason the prefill is: a row
+    gets gradient only from its own loss, through its own position.
+    """
+    dtype = pass_dtype(bundle.dtype, precision)
+    with compute_dtype(bundle.model, dtype, bundle.dtype):
+        return _single_pass(bundle, prepared, output_ids, heads, hooks, keep_rows, candidates, max_pass_tokens, dtype)
+
+
+def _single_pass(bundle, prepared, output_ids, heads, hooks, keep_rows, candidates, max_pass_tokens, dtype):
     o = prepared.n_input
     t = len(output_ids)
     out = torch.tensor([output_ids], dtype=torch.long, device=prepared.input_ids.device)
@@ -134,8 +200,44 @@ def single_pass(
     # key/value), so the prompt prefix runs once without autograd into a KV cache (prefill) and only the
     # T query rows o-1..n-1 run with gradients. Same numbers as one full stop-gradient pass, far cheaper.
     p0 = _prefill_length(bundle, full[0, :n].tolist(), o)
-    cache = _prefill(bundle, prepared, full[:, :p0], hooks) if p0 > 0 else None
-    kwargs = model_kwargs_for(bundle, prepared, n) if p0 == 0 else {}
+    cache = _prefill(bundle, prepared, full[:, :p0], hooks, dtype) if p0 > 0 else None
+    kwargs = _cast_floats(model_kwargs_for(bundle, prepared, n), dtype) if p0 == 0 else {}
+    # Without a prefill (an image placeholder at or after o - 1) the first block must carry the whole prefix
+    # and its pixels, so the output rows are not split.
+    chunk = t if cache is None or not max_pass_tokens else max_pass_tokens
+    parts: list[PassResult] = []
+    for s0 in range(0, t, chunk):
+        s1 = min(t, s0 + chunk)
+        parts.append(_pass_block(bundle, prepared, full, out, p0 if s0 == 0 else o - 1 + s0, s0, s1, cache,
+                                 kwargs, heads, hooks, keep_rows, candidates))
+        if cache is not None:
+            _detach_cache(cache)
+    return parts[0] if len(parts) == 1 else _concat(parts, n)
+
+
+def _concat(parts: list[PassResult], n: int) -> PassResult:
+    """One PassResult from consecutive blocks of output rows (rows padded with zeros to all n keys)."""
+    res = PassResult(logprobs=torch.cat([p.logprobs for p in parts]),
+                     sums={k: np.concatenate([p.sums[k] for p in parts]) for k in parts[0].sums})
+    if parts[0].rows is not None:
+        res.rows = [torch.cat([torch.nn.functional.pad(p.rows[i], (0, n - p.rows[i].shape[1])) for p in parts])
+                    for i in range(len(parts[0].rows))]
+    if parts[0].cand_ids is not None:
+        res.cand_ids = np.concatenate([p.cand_ids for p in parts])
+        res.cand_probs = np.concatenate([p.cand_probs for p in parts])
+        res.cand_sums = {k: np.concatenate([p.cand_sums[k] for p in parts]) for k in parts[0].cand_sums}
+    return res
+
+
+def _pass_block(bundle, prepared, full, out, start: int, s0: int, s1: int, cache, kwargs, heads, hooks,
+                keep_rows: bool, candidates: int) -> PassResult:
+    """Forward positions start..o-2+s1 (the earlier ones are in `cache`) with gradients, backward of the
+    losses of output steps s0..s1-1, and the reductions of their rows."""
+    model = bundle.model
+    o = prepared.n_input
+    t = s1 - s0
+    stop = o - 1 + s1  # keys 0..stop-1
+    kwargs = dict(kwargs)
     if cache is not None:
         kwargs[cache_kwarg(model)] = cache
 
@@ -146,7 +248,7 @@ def single_pass(
         with torch.enable_grad(), use_attention(bundle), intervention_context(
             "stopgrad", hooks, record=True
         ) as ctx:
-            res = model(input_ids=full[:, p0:n], **kwargs, use_cache=cache is not None)
+            res = model(input_ids=full[:, start:stop], **kwargs, use_cache=cache is not None)
     finally:
         handle.remove()
     logits = res.logits[0, -t:]
@@ -160,20 +262,21 @@ def single_pass(
     layers = sorted(ctx.records)
     probs = [ctx.records[i] for i in layers]
     steps = torch.arange(t, device=full.device)
-    q0 = o - 1 - p0  # first query row of interest inside the forwarded block
-    loss = -logp[steps, out[0]].sum()
+    q0 = o - 1 + s0 - start  # first query row of interest inside the forwarded block
+    target = out[0, s0:s1]
+    loss = -logp[steps, target].sum()
     grads = torch.autograd.grad(loss, probs, retain_graph=candidates > 0, allow_unused=True)
     grads = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, probs, strict=True)]
     _check_finite(grads, bundle.dtype, prepared.sample_id)
 
-    causal, outm = _masks(n, o, t, full.device)
+    causal, outm = _masks(stop, o, s0, t, full.device)
     seg = prepared.segments
     cols: dict[str, list[torch.Tensor]] = {c: [] for c in SUM_COLUMNS}
     rows: list[torch.Tensor] | None = [] if keep_rows else None
-    a_rows = [p[0][:, q0:, :].detach() for p in probs]  # [H, T, n] per layer
+    a_rows = [p[0][:, q0:, :].detach() for p in probs]  # [H, T, stop] per layer
     for a, g in zip(a_rows, grads, strict=True):
         s = heads_reduce(a, g[0][:, q0:, :], heads)
-        for k, v in _segment_sums(s, seg, causal, outm, o).items():
+        for k, v in _segment_sums(s, seg, causal, outm, o + s0).items():
             cols[k].append(v)
         cols["attn_out_sum"].append((a.mean(0) * outm).sum(-1))
         if rows is not None:
@@ -188,7 +291,7 @@ def single_pass(
         result.cand_probs = top.values.exp().float().cpu().numpy()
         per: dict[str, list[list[torch.Tensor]]] = {c: [] for c in CAND_COLUMNS}
         # Greedy decoding: rank 0 is the generated token everywhere, its gradients are the ones above.
-        reuse0 = bool((top.indices[:, 0] == out[0]).all())
+        reuse0 = bool((top.indices[:, 0] == target).all())
         last = k - 1
         for r in range(k):
             if r == 0 and reuse0:
@@ -200,7 +303,7 @@ def single_pass(
                 _check_finite(g_r, bundle.dtype, prepared.sample_id)
             layer_vals: dict[str, list[torch.Tensor]] = {c: [] for c in CAND_COLUMNS}
             for a, g in zip(a_rows, g_r, strict=True):
-                d = _segment_sums(heads_reduce(a, g[0][:, q0:, :], heads), seg, causal, outm, o)
+                d = _segment_sums(heads_reduce(a, g[0][:, q0:, :], heads), seg, causal, outm, o + s0)
                 for c in CAND_COLUMNS:
                     layer_vals[c].append(d[c])
             for c in CAND_COLUMNS:

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from saliency_lab.errors import SaliencyLabError
 from saliency_lab.store.schema import PARTITIONED_TABLES, SCHEMAS, check_schema_version
 from saliency_lab.store.sqlfiles import catalog_sql_path, load_query, set_params
+from saliency_lab.threads import configured_threads
 
 _GLOB_CHARS = set("*?[")
 
@@ -241,6 +242,7 @@ class Catalog:
         self.runs = resolve_runs(runs)
         self.con = duckdb.connect(":memory:")
         self.con.execute("SET enable_progress_bar = false")
+        threads = threads or configured_threads()  # --threads of the running command, if any
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
         self._keep: list[Any] = []  # Arrow objects the views scan; must outlive the connection's use
