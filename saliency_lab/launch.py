@@ -31,8 +31,10 @@ def _int(env: Mapping[str, str], name: str) -> int:
     try:
         return int(env[name])
     except ValueError:
-        raise SaliencyLabError(f"--shard auto: {name}={env[name]!r} is not an integer; "
-                               "fix the launcher's environment or pass --shard k/N") from None
+        raise SaliencyLabError(
+            f"--shard auto: {name}={env[name]!r} is not an integer; "
+            "fix the launcher's environment or pass --shard k/N"
+        ) from None
 
 
 def _opt_int(env: Mapping[str, str], name: str) -> int | None:
@@ -46,18 +48,27 @@ def detect_launch(env: Mapping[str, str] | None = None) -> Launch:
         launch = Launch(_int(env, "RANK"), _int(env, "WORLD_SIZE"), _opt_int(env, "LOCAL_RANK"), "torchrun")
     elif "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
         first = _opt_int(env, "SLURM_ARRAY_TASK_MIN") or 0
-        launch = Launch(_int(env, "SLURM_ARRAY_TASK_ID") - first, _int(env, "SLURM_ARRAY_TASK_COUNT"), None,
-                        "slurm-array")
+        launch = Launch(
+            _int(env, "SLURM_ARRAY_TASK_ID") - first, _int(env, "SLURM_ARRAY_TASK_COUNT"), None, "slurm-array"
+        )
     elif "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
-        launch = Launch(_int(env, "SLURM_PROCID"), _int(env, "SLURM_NTASKS"), _opt_int(env, "SLURM_LOCALID"),
-                        "slurm-tasks")
+        launch = Launch(
+            _int(env, "SLURM_PROCID"),
+            _int(env, "SLURM_NTASKS"),
+            _opt_int(env, "SLURM_LOCALID"),
+            "slurm-tasks",
+        )
     else:
-        raise SaliencyLabError("--shard auto: no launcher found (none of RANK/WORLD_SIZE, SLURM_ARRAY_TASK_ID/"
-                               "SLURM_ARRAY_TASK_COUNT, SLURM_PROCID/SLURM_NTASKS is set); start under torchrun "
-                               "or SLURM, or pass --shard k/N")
+        raise SaliencyLabError(
+            "--shard auto: no launcher found (none of RANK/WORLD_SIZE, SLURM_ARRAY_TASK_ID/"
+            "SLURM_ARRAY_TASK_COUNT, SLURM_PROCID/SLURM_NTASKS is set); start under torchrun "
+            "or SLURM, or pass --shard k/N"
+        )
     if not (launch.world_size >= 1 and 0 <= launch.rank < launch.world_size):
-        raise SaliencyLabError(f"--shard auto: rank {launch.rank} of {launch.world_size} from {launch.source} "
-                               "is out of range; an array must be contiguous (e.g. --array=0-3), or pass --shard k/N")
+        raise SaliencyLabError(
+            f"--shard auto: rank {launch.rank} of {launch.world_size} from {launch.source} "
+            "is out of range; an array must be contiguous (e.g. --array=0-3), or pass --shard k/N"
+        )
     return launch
 
 

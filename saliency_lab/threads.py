@@ -61,8 +61,10 @@ def resolve_threads(requested: int | None, env: Mapping[str, str] | None = None)
     if requested is None:
         return default_threads(env)
     if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
-        raise SaliencyLabError(f"--threads {requested!r}: must be an integer >= 1 (or leave it out for "
-                               f"the default, {default_threads(env)} here)")
+        raise SaliencyLabError(
+            f"--threads {requested!r}: must be an integer >= 1 (or leave it out for "
+            f"the default, {default_threads(env)} here)"
+        )
     return requested
 
 

@@ -69,8 +69,9 @@ def test_chunked_pass_with_locore_hooks():
 
 def test_float32_precision_on_bf16_model_is_closer_to_float64():
     b16 = tiny_bundle("llama", "bfloat16")
-    p16 = b16.adapter.prepare(b16, ManifestSample("llama-bf16", "Describe a busy street in detail."),
-                              max_new_tokens=12)
+    p16 = b16.adapter.prepare(
+        b16, ManifestSample("llama-bf16", "Describe a busy street in detail."), max_new_tokens=12
+    )
     out = generate_ids(b16, p16, DecodingConfig(max_new_tokens=12), [])
     before = {k: v.clone() for k, v in b16.model.state_dict().items()}
     # The truth for this model: float64 arithmetic on the same (bf16) weights.
