@@ -33,9 +33,40 @@ from pathlib import Path
 
 import numpy as np
 
-OBJECTS = ["dog", "cat", "car", "bicycle", "chair", "table", "cup", "bottle", "umbrella", "bench", "bird",
-           "horse", "boat", "clock", "book", "laptop", "pizza", "cake", "bowl", "couch", "bed", "kite", "train",
-           "truck", "sheep", "cow", "apple", "banana", "sandwich", "vase", "backpack", "surfboard"]
+OBJECTS = [
+    "dog",
+    "cat",
+    "car",
+    "bicycle",
+    "chair",
+    "table",
+    "cup",
+    "bottle",
+    "umbrella",
+    "bench",
+    "bird",
+    "horse",
+    "boat",
+    "clock",
+    "book",
+    "laptop",
+    "pizza",
+    "cake",
+    "bowl",
+    "couch",
+    "bed",
+    "kite",
+    "train",
+    "truck",
+    "sheep",
+    "cow",
+    "apple",
+    "banana",
+    "sandwich",
+    "vase",
+    "backpack",
+    "surfboard",
+]
 
 
 def convert_smollm2(out: Path) -> Path:
@@ -66,10 +97,15 @@ def convert_smollm2(out: Path) -> Path:
 def prompts(n: int, seed: int = 0) -> list[tuple[str, list[str]]]:
     rnd = random.Random(seed)
     out = []
-    for i in range(n):
+    for _ in range(n):
         objs = rnd.sample(OBJECTS, 3)
-        out.append((f"Describe a picture that shows a {objs[0]}, a {objs[1]} and a {objs[2]}. "
-                    "Mention every object you see.", objs))
+        out.append(
+            (
+                f"Describe a picture that shows a {objs[0]}, a {objs[1]} and a {objs[2]}. "
+                "Mention every object you see.",
+                objs,
+            )
+        )
     return out
 
 
@@ -93,8 +129,11 @@ def scores(sums: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     with np.errstate(divide="ignore", invalid="ignore"):
         out_mean = sums["out_sum"] / (norm * step)
         prev = sums["prev"] / norm
-    return {"out_mean": np.nanmean(out_mean[:, up], 1), "prev": np.nanmean(prev[:, up], 1),
-            "attn_out": sums["attn_out_sum"][:, up].mean(1)}
+    return {
+        "out_mean": np.nanmean(out_mean[:, up], 1),
+        "prev": np.nanmean(prev[:, up], 1),
+        "attn_out": sums["attn_out_sum"][:, up].mean(1),
+    }
 
 
 def out_share(sums: dict[str, np.ndarray]) -> np.ndarray:
@@ -141,8 +180,10 @@ def main() -> None:
         t0 = time.perf_counter()
         folder = convert_smollm2(Path(tmp) / "smollm2")
         b = load_model(ModelConfig(str(folder), dtype="bfloat16"))
-        print(f"SmolLM2-135M-Instruct: {b.n_layers} layers, {b.n_heads} heads, loaded in bfloat16 "
-              f"({time.perf_counter() - t0:.0f} s)")
+        print(
+            f"SmolLM2-135M-Instruct: {b.n_layers} layers, {b.n_heads} heads, loaded in bfloat16 "
+            f"({time.perf_counter() - t0:.0f} s)"
+        )
         dec = DecodingConfig(max_new_tokens=args.new)
         special = set(b.tokenizer.all_special_ids)
         for i, (text, listed) in enumerate(prompts(args.samples)):
@@ -166,30 +207,46 @@ def main() -> None:
     n_tok = sum(len(s["out_mean"]) for s in per["float64"]["scores"])
     n_lab = sum(len(x) for x in labels)
     n_hal = sum(sum(x.values()) for x in labels)
-    print(f"{args.samples} prompts x {args.new} new tokens = {n_tok} tokens; {n_lab} object tokens labeled, "
-          f"{n_hal} hallucinated")
+    print(
+        f"{args.samples} prompts x {args.new} new tokens = {n_tok} tokens; {n_lab} object tokens labeled, "
+        f"{n_hal} hallucinated"
+    )
     ref_share = np.concatenate([s.reshape(-1) for s in per["float64"]["share"]])
-    ref_sc = {k: np.concatenate([s[k] for s in per["float64"]["scores"]]) for k in ("out_mean", "prev", "attn_out")}
-    print(f"float64 token score ranges: out_mean 0..{np.nanmax(ref_sc['out_mean']):.3g}, "
-          f"prev 0..{np.nanmax(ref_sc['prev']):.3g}")
+    ref_sc = {
+        k: np.concatenate([s[k] for s in per["float64"]["scores"]]) for k in ("out_mean", "prev", "attn_out")
+    }
+    print(
+        f"float64 token score ranges: out_mean 0..{np.nanmax(ref_sc['out_mean']):.3g}, "
+        f"prev 0..{np.nanmax(ref_sc['prev']):.3g}"
+    )
     print()
-    print("| pass | out-share per (token, layer), abs error | out_mean token score, abs error "
-          "| prev token score, abs error | seconds per sample (CPU) |")
+    print(
+        "| pass | out-share per (token, layer), abs error | out_mean token score, abs error "
+        "| prev token score, abs error | seconds per sample (CPU) |"
+    )
     print("|---|---|---|---|---|")
     for m in methods[1:]:
         share = np.concatenate([s.reshape(-1) for s in per[m]["share"]])
         sc = {k: np.concatenate([s[k] for s in per[m]["scores"]]) for k in ("out_mean", "prev")}
-        print(f"| {m} | {q(share - ref_share)} | {q(sc['out_mean'] - ref_sc['out_mean'])} "
-              f"| {q(sc['prev'] - ref_sc['prev'])} | {seconds[m] / args.samples:.2f} |")
+        print(
+            f"| {m} | {q(share - ref_share)} | {q(sc['out_mean'] - ref_sc['out_mean'])} "
+            f"| {q(sc['prev'] - ref_sc['prev'])} | {seconds[m] / args.samples:.2f} |"
+        )
     print(f"| float64 (reference) | | | | {seconds['float64'] / args.samples:.2f} |")
     print()
-    y = np.concatenate([[lab.get(s, -1) for s in range(len(sc["out_mean"]))]
-                        for lab, sc in zip(labels, per["float64"]["scores"], strict=True)])
+    y = np.concatenate(
+        [
+            [lab.get(s, -1) for s in range(len(sc["out_mean"]))]
+            for lab, sc in zip(labels, per["float64"]["scores"], strict=True)
+        ]
+    )
     keep = y >= 0
     if keep.sum() == 0 or len(set(y[keep])) < 2:
         print("AUROC: needs both hallucinated and correct object tokens; run without --quick")
         return
-    print(f"AUROC, hallucinated vs correct object tokens (n = {int(keep.sum())}, {int(y[keep].sum())} hallucinated)")
+    print(
+        f"AUROC, hallucinated vs correct object tokens (n = {int(keep.sum())}, {int(y[keep].sum())} hallucinated)"
+    )
     print("| score | float64 | bf16 | bf16+f32 | change bf16 | change bf16+f32 |")
     print("|---|---|---|---|---|---|")
     for k in ("out_mean", "prev", "attn_out"):
@@ -198,8 +255,10 @@ def main() -> None:
             v = np.concatenate([s[k] for s in per[m]["scores"]])[keep]
             ok = np.isfinite(v)
             au[m] = roc_auc_score(y[keep][ok], v[ok])
-        print(f"| {k} | {au['float64']:.4f} | {au['bf16']:.4f} | {au['bf16+f32']:.4f} "
-              f"| {au['bf16'] - au['float64']:+.4f} | {au['bf16+f32'] - au['float64']:+.4f} |")
+        print(
+            f"| {k} | {au['float64']:.4f} | {au['bf16']:.4f} | {au['bf16+f32']:.4f} "
+            f"| {au['bf16'] - au['float64']:+.4f} | {au['bf16+f32'] - au['float64']:+.4f} |"
+        )
 
 
 if __name__ == "__main__":

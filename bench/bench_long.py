@@ -34,9 +34,19 @@ def build_model(out: Path, layers: int) -> None:
     tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", pad_token="<pad>")
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTER, num_hidden_layers=layers,
-                      num_attention_heads=HEADS, num_key_value_heads=HEADS, max_position_embeddings=4096,
-                      pad_token_id=1, bos_token_id=None, eos_token_id=None, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=INTER,
+        num_hidden_layers=layers,
+        num_attention_heads=HEADS,
+        num_key_value_heads=HEADS,
+        max_position_embeddings=4096,
+        pad_token_id=1,
+        bos_token_id=None,
+        eos_token_id=None,
+        tie_word_embeddings=False,
+    )
     LlamaForCausalLM(cfg).eval().save_pretrained(out)
     tok.save_pretrained(out)
 
@@ -65,8 +75,15 @@ def worker(model_dir: str, n_out: int, bound: int | None) -> None:
     base = _rss_now()
     res = single_pass(b, p, out, max_pass_tokens=bound)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"n_input": p.n_input, "peak_added_mb": (peak - base) / 2**20,
-                      "out_sum": np.asarray(res.sums["out_sum"], np.float64).tolist()}))
+    print(
+        json.dumps(
+            {
+                "n_input": p.n_input,
+                "peak_added_mb": (peak - base) / 2**20,
+                "out_sum": np.asarray(res.sums["out_sum"], np.float64).tolist(),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -88,8 +105,12 @@ def main() -> None:
         model = Path(tmp) / "model"
         build_model(model, args.layers)
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        print(f"Llama {args.layers} layers, hidden {HIDDEN}, {HEADS} heads; {PROMPT} input tokens; float32, CPU")
-        print(f"| output tokens | peak MB, one pass | peak MB, --max-pass-tokens {bound} | ratio | max rel diff |")
+        print(
+            f"Llama {args.layers} layers, hidden {HIDDEN}, {HEADS} heads; {PROMPT} input tokens; float32, CPU"
+        )
+        print(
+            f"| output tokens | peak MB, one pass | peak MB, --max-pass-tokens {bound} | ratio | max rel diff |"
+        )
         print("|---|---|---|---|---|")
         for n in lengths:
             got = {}
