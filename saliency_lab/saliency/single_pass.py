@@ -87,11 +87,11 @@ def _prefill_length(bundle, ids: list[int], o: int) -> int:
     return o - 1
 
 
-def _prefill(bundle, prepared, prefix: torch.Tensor, hooks, dtype: torch.dtype):
+def _prefill(bundle, prepared, prefix: torch.Tensor, hooks):
     """KV cache of the prompt prefix, no autograd. Through our function only when hooks must see it."""
     model = bundle.model
     reset_rope_cache(model)
-    kwargs = _cast_floats(model_kwargs_for(bundle, prepared, int(prefix.shape[1])), dtype)
+    kwargs = model_kwargs_for(bundle, prepared, int(prefix.shape[1]))
     with torch.no_grad():
         if hooks:
             with use_attention(bundle), intervention_context("plain", hooks):
@@ -152,8 +152,57 @@ def compute_dtype(model: torch.nn.Module, dtype: torch.dtype, from_dtype: torch.
                     mod._buffers[name] = mod._buffers[name].to(from_dtype)
 
 
-def _cast_floats(kwargs: dict[str, Any], dtype: torch.dtype) -> dict[str, Any]:
-    return {k: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in kwargs.items()}
+class _UpcastLinear(torch.autograd.Function):
+    """y = x W^T + b computed in `dtype` from low-precision weights. Saves the low-precision weight for the
+    backward (upcast again there), so no full-precision copy of the model is ever held."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, dtype):  # type: ignore[override]
+        ctx.save_for_backward(weight)
+        ctx.dtype = dtype
+        return torch.nn.functional.linear(x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype))
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        (weight,) = ctx.saved_tensors
+        return grad @ weight.to(ctx.dtype), None, None, None  # frozen weights: only the input gets a gradient
+
+
+@contextlib.contextmanager
+def language_model_in(model: torch.nn.Module, dtype: torch.dtype, from_dtype: torch.dtype) -> Iterator[None]:
+    """Inside the block the language model (token embeddings, decoder, LM head) computes in `dtype` while its
+    weights stay in `from_dtype`: each linear layer upcasts its weight on the fly, the embedding output is
+    upcast (exactly). Norm layers then see `dtype` inputs and promote on their own. A vision tower keeps its
+    dtype (its features are cast where the model merges them into the embeddings)."""
+    if dtype == from_dtype:
+        yield
+        return
+    decoder = model.get_decoder()
+    linears = [m for m in decoder.modules() if isinstance(m, torch.nn.Linear)]
+    head = model.get_output_embeddings()
+    if isinstance(head, torch.nn.Linear):
+        linears.append(head)
+    emb = model.get_input_embeddings()
+    patched: list[torch.nn.Module] = []
+
+    def linear_forward(mod):
+        return lambda x: _UpcastLinear.apply(x, mod.weight, mod.bias, dtype)
+
+    def embedding_forward(mod, original):
+        return lambda ids: original(ids).to(dtype)
+
+    try:
+        for mod in linears:
+            if "forward" not in mod.__dict__:  # an instance-level forward (e.g. an offloading hook) is left alone
+                mod.forward = linear_forward(mod)
+                patched.append(mod)
+        if "forward" not in emb.__dict__:
+            emb.forward = embedding_forward(emb, emb.forward)
+            patched.append(emb)
+        yield
+    finally:
+        for mod in patched:
+            del mod.forward
 
 
 def _detach_cache(cache) -> None:
@@ -179,17 +228,18 @@ def single_pass(
 ) -> PassResult:
     """Saliency of every output token (all layers) from one forward + backward (+1 backward per candidate).
 
-    `precision`: "float32" (or "auto") runs the pass of a bf16/fp16 model in float32 on the same weights.
+    `precision`: "float32" (or "auto") runs the language model of a bf16/fp16 model in float32 for this pass,
+    on the same weights (`language_model_in`: weights stay bf16, each layer upcasts on the fly).
     `max_pass_tokens`: split the output rows into blocks of at most this many, one forward + backward each,
     the earlier rows held in the KV cache without autograd. Exact for the same reason the prefill is: a row
     gets gradient only from its own loss, through its own position.
     """
     dtype = pass_dtype(bundle.dtype, precision)
-    with compute_dtype(bundle.model, dtype, bundle.dtype):
-        return _single_pass(bundle, prepared, output_ids, heads, hooks, keep_rows, candidates, max_pass_tokens, dtype)
+    with language_model_in(bundle.model, dtype, bundle.dtype):
+        return _single_pass(bundle, prepared, output_ids, heads, hooks, keep_rows, candidates, max_pass_tokens)
 
 
-def _single_pass(bundle, prepared, output_ids, heads, hooks, keep_rows, candidates, max_pass_tokens, dtype):
+def _single_pass(bundle, prepared, output_ids, heads, hooks, keep_rows, candidates, max_pass_tokens):
     o = prepared.n_input
     t = len(output_ids)
     out = torch.tensor([output_ids], dtype=torch.long, device=prepared.input_ids.device)
@@ -200,8 +250,8 @@ def _single_pass(bundle, prepared, output_ids, heads, hooks, keep_rows, candidat
     # key/value), so the prompt prefix runs once without autograd into a KV cache (prefill) and only the
     # T query rows o-1..n-1 run with gradients. Same numbers as one full stop-gradient pass, far cheaper.
     p0 = _prefill_length(bundle, full[0, :n].tolist(), o)
-    cache = _prefill(bundle, prepared, full[:, :p0], hooks, dtype) if p0 > 0 else None
-    kwargs = _cast_floats(model_kwargs_for(bundle, prepared, n), dtype) if p0 == 0 else {}
+    cache = _prefill(bundle, prepared, full[:, :p0], hooks) if p0 > 0 else None
+    kwargs = model_kwargs_for(bundle, prepared, n) if p0 == 0 else {}
     # Without a prefill (an image placeholder at or after o - 1) the first block must carry the whole prefix
     # and its pixels, so the output rows are not split.
     chunk = t if cache is None or not max_pass_tokens else max_pass_tokens

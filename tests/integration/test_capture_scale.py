@@ -8,7 +8,7 @@ from _capture_fixtures import image_path, tiny_bundle
 from saliency_lab.config import DecodingConfig, ManifestSample
 from saliency_lab.decoding.hooks import intervention_hooks
 from saliency_lab.saliency.capture import generate_ids
-from saliency_lab.saliency.single_pass import compute_dtype, single_pass
+from saliency_lab.saliency.single_pass import compute_dtype, language_model_in, single_pass
 
 
 def _setup(arch: str, n_new: int, dtype: str = "float64"):
@@ -85,6 +85,29 @@ def test_float32_precision_on_bf16_model_is_closer_to_float64():
     for k in ("out_sum", "prompt_sum", "row_l2"):
         e_low, e_high = _rel(low.sums[k], ref.sums[k]), _rel(high.sums[k], ref.sums[k])
         assert e_low > 1e-3 and e_high < 1e-5, (k, e_low, e_high)
+    # The weights stayed bf16 during the pass (upcast layer by layer): same numbers as a float32 copy.
+    with compute_dtype(b16.model, torch.float32, torch.bfloat16):
+        copy32 = single_pass(b16, p16, out, precision="model")
+    for k in copy32.sums:
+        assert _rel(high.sums[k], copy32.sums[k]) <= 1e-5, k
+    assert not any("forward" in m.__dict__ for m in b16.model.modules())  # nothing left patched
+
+
+@pytest.mark.parametrize("arch", ["llava", "qwen2_vl"])
+def test_float32_precision_on_bf16_vision_models(arch):
+    b16 = tiny_bundle(arch, "bfloat16")
+    s = ManifestSample(f"{arch}-bf16", "Describe the image in detail.", image=image_path())
+    p16 = b16.adapter.prepare(b16, s, max_new_tokens=8)
+    out = generate_ids(b16, p16, DecodingConfig(max_new_tokens=8), [])
+    # The vision tower stays bf16 (its features are the model's); the language model computes in float32.
+    # Truth: the same, with the language model in float64.
+    with language_model_in(b16.model, torch.float64, torch.bfloat16):
+        ref = single_pass(b16, p16, out, precision="model")
+    low = single_pass(b16, p16, out, precision="model")
+    high = single_pass(b16, p16, out, precision="auto")  # auto = float32 for a bf16 model
+    for k in ("out_sum", "img_sum", "row_l2"):
+        e_low, e_high = _rel(low.sums[k], ref.sums[k]), _rel(high.sums[k], ref.sums[k])
+        assert e_low > 1e-3 and e_high < 1e-5, (arch, k, e_low, e_high)
 
 
 def test_compute_dtype_is_a_no_op_for_the_same_dtype():
