@@ -68,6 +68,13 @@ class RunResult:
         )
 
 
+def _id_saliency(sal: dict[str, Any]) -> dict[str, Any]:
+    """The saliency settings that name a run: not verify or max_pass_tokens (same numbers), and precision only
+    when it is not "model", so runs made before the option keep their ids."""
+    return {k: v for k, v in sal.items()
+            if k not in ("verify", "max_pass_tokens") and not (k == "precision" and v == "model")}
+
+
 def default_run_id(cfg: CaptureConfig, manifest: Manifest) -> str:
     """`<model>-<manifest>-<hash of everything that changes numbers>`: the same command line gives the same
     id, so independently started shard processes and `--resume` find the same run without `--run-id`."""
@@ -75,7 +82,7 @@ def default_run_id(cfg: CaptureConfig, manifest: Manifest) -> str:
     key = {
         "model": {k: v for k, v in dec["model"].items() if k != "device"},
         "decoding": dec["decoding"],
-        "saliency": {k: v for k, v in dec["saliency"].items() if k not in ("verify", "max_pass_tokens")},
+        "saliency": _id_saliency(dec["saliency"]),
         "manifest": manifest.sha256,
         "shards": cfg.shard[1],
     }

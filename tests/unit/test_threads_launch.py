@@ -167,3 +167,23 @@ def test_every_computing_command_takes_threads(argv):
 
     args = build_parser().parse_args([*argv, "--threads", "2"])
     assert args.threads == 2 and args.configure_threads
+
+
+def test_resume_accepts_old_runs_and_other_threads_or_pass_bounds(tmp_path):
+    """A run made before --saliency-precision (no precision in run.json) is the "model" precision; threads and
+    --max-pass-tokens may change between processes; another precision is refused."""
+    import json
+
+    from saliency_lab.config import CaptureConfig, ModelConfig, SaliencyConfig
+    from saliency_lab.store.runinfo import build_run_info, write_or_check_run_info
+
+    def info(**sal):
+        cfg = CaptureConfig(ModelConfig("m"), "d.jsonl", "o", saliency=SaliencyConfig(**sal))
+        return build_run_info(cfg, "r", {"weights_sha256": "0" * 64}, tmp_path / "d.jsonl", "f" * 64)
+
+    old = info(precision="model")
+    del old["saliency"]["precision"], old["saliency"]["max_pass_tokens"]
+    (tmp_path / "run.json").write_text(json.dumps({**old, "threads": 4}))
+    write_or_check_run_info(tmp_path, {**info(precision="model", max_pass_tokens=64), "threads": 1})
+    with pytest.raises(SaliencyLabError, match="saliency.precision"):
+        write_or_check_run_info(tmp_path, info(precision="float32"))
