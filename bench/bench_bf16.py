@@ -18,7 +18,7 @@ COCO object (CHAIR synonym table) that is not in the list, "correct" when the ob
 token score (out_mean, prev: upper-half layers, row normalization; attn_out baseline) for hallucinated vs
 correct tokens, per precision.
 
-    python bench/bench_bf16.py              # 32 prompts x 40 tokens (~10 min on 2 busy cores)
+    python bench/bench_bf16.py              # 16 prompts x 32 tokens (~60 min on 2 busy cores)
     python bench/bench_bf16.py --quick      # 4 prompts x 16 tokens
 """
 
@@ -149,8 +149,8 @@ def q(x: np.ndarray) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--samples", type=int, default=32)
-    ap.add_argument("--new", type=int, default=40)
+    ap.add_argument("--samples", type=int, default=16)
+    ap.add_argument("--new", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     if args.quick:
