@@ -86,7 +86,7 @@ class SaliencyConfig:
     precision: SaliencyPrecision = "auto"  # "auto": float32 for bf16/fp16 models, else the model's dtype
     max_pass_tokens: int | None = None  # at most this many output rows per backward pass (exact chunking)
 
-    def effective_precision(self, model_dtype: str) -> str:
+    def effective_precision(self, model_dtype: str) -> SaliencyPrecision:
         """What "auto" means for a model of `model_dtype`: float32 for bfloat16/float16, else "model"."""
         if self.precision != "auto":
             return self.precision

@@ -192,6 +192,12 @@ def resolve_launch(cfg: CaptureConfig) -> CaptureConfig:
     return replace(cfg, shard=(launch.rank, launch.world_size), model=model)
 
 
+def _shard_numbers(cfg: CaptureConfig) -> tuple[int, int]:
+    if isinstance(cfg.shard, str):  # validate() refuses an unresolved "auto"; this narrows the type
+        raise SaliencyLabError("--shard auto: not resolved")
+    return cfg.shard
+
+
 def capture(
     cfg: CaptureConfig,
     *,
@@ -210,7 +216,7 @@ def capture(
     manifest = load_manifest(cfg.data)  # validates every line before anything is written
     run_id = cfg.run_id or default_run_id(cfg, manifest)
     run_dir = Path(cfg.out) / run_id
-    k, n_shards = cfg.shard
+    k, n_shards = _shard_numbers(cfg)
     mine = [s for s in manifest.samples if shard_of(s.sample_id, n_shards) == k]
 
     writer = ShardWriter(run_dir, k, enabled_tables(cfg), cfg.samples_per_part)

@@ -133,7 +133,8 @@ def compute_dtype(model: torch.nn.Module, dtype: torch.dtype, from_dtype: torch.
     changed: list[tuple[torch.nn.Module, str, bool]] = []
     with torch.no_grad():
         for mod in model.modules():
-            for kind, store in ((True, mod._parameters), (False, mod._buffers)):
+            stores: tuple[tuple[bool, dict[str, Any]], ...] = ((True, mod._parameters), (False, mod._buffers))
+            for kind, store in stores:
                 for name, t in store.items():
                     if t is not None and t.dtype == from_dtype:
                         if kind:
@@ -146,10 +147,11 @@ def compute_dtype(model: torch.nn.Module, dtype: torch.dtype, from_dtype: torch.
     finally:
         with torch.no_grad():
             for mod, name, kind in changed:
+                current: Any = (mod._parameters if kind else mod._buffers)[name]
                 if kind:
-                    mod._parameters[name].data = mod._parameters[name].data.to(from_dtype)
+                    current.data = current.data.to(from_dtype)
                 else:
-                    mod._buffers[name] = mod._buffers[name].to(from_dtype)
+                    mod._buffers[name] = current.to(from_dtype)
 
 
 class _UpcastLinear(torch.autograd.Function):
@@ -177,18 +179,18 @@ def language_model_in(model: torch.nn.Module, dtype: torch.dtype, from_dtype: to
     if dtype == from_dtype:
         yield
         return
-    decoder = model.get_decoder()
-    linears = [m for m in decoder.modules() if isinstance(m, torch.nn.Linear)]
-    head = model.get_output_embeddings()
+    hf: Any = model
+    linears: list[Any] = [m for m in hf.get_decoder().modules() if isinstance(m, torch.nn.Linear)]
+    head = hf.get_output_embeddings()
     if isinstance(head, torch.nn.Linear):
         linears.append(head)
-    emb = model.get_input_embeddings()
-    patched: list[torch.nn.Module] = []
+    emb: Any = hf.get_input_embeddings()
+    patched: list[Any] = []
 
-    def linear_forward(mod):
+    def linear_forward(mod: Any) -> Any:
         return lambda x: _UpcastLinear.apply(x, mod.weight, mod.bias, dtype)
 
-    def embedding_forward(mod, original):
+    def embedding_forward(original: Any) -> Any:
         return lambda ids: original(ids).to(dtype)
 
     try:
@@ -197,7 +199,7 @@ def language_model_in(model: torch.nn.Module, dtype: torch.dtype, from_dtype: to
                 mod.forward = linear_forward(mod)
                 patched.append(mod)
         if "forward" not in emb.__dict__:
-            emb.forward = embedding_forward(emb, emb.forward)
+            emb.forward = embedding_forward(emb.forward)
             patched.append(emb)
         yield
     finally:
@@ -270,8 +272,9 @@ def _concat(parts: list[PassResult], n: int) -> PassResult:
     res = PassResult(logprobs=torch.cat([p.logprobs for p in parts]),
                      sums={k: np.concatenate([p.sums[k] for p in parts]) for k in parts[0].sums})
     if parts[0].rows is not None:
-        res.rows = [torch.cat([torch.nn.functional.pad(p.rows[i], (0, n - p.rows[i].shape[1])) for p in parts])
-                    for i in range(len(parts[0].rows))]
+        blocks = [p.rows or [] for p in parts]
+        res.rows = [torch.cat([torch.nn.functional.pad(b[i], (0, n - b[i].shape[1])) for b in blocks])
+                    for i in range(len(blocks[0]))]
     if parts[0].cand_ids is not None:
         res.cand_ids = np.concatenate([p.cand_ids for p in parts])
         res.cand_probs = np.concatenate([p.cand_probs for p in parts])
