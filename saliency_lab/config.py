@@ -31,6 +31,8 @@ ROWS_MODES = ("output", "all")
 LOCORE_MODES = ("post_softmax", "renormalize", "logit_offset")
 DECAY_MODES = ("post_softmax", "renormalize")
 SGRS_REJECT = ("low", "high")
+SaliencyPrecision = Literal["auto", "model", "float32"]
+SALIENCY_PRECISIONS = ("auto", "model", "float32")
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -90,10 +92,22 @@ class SaliencyConfig:
     candidates: int = 0  # top-K alternatives whose saliency is captured (0 = none)
     rows: RowsMode | None = None  # store full S_raw rows as float16 lists
     verify: bool = False  # also run the per-prefix reference and compare
+    # Precision and memory of the single pass (docs/capture.md, "Scale"):
+    precision: SaliencyPrecision = "auto"  # "auto": float32 for bf16/fp16 models, else the model's dtype
+    max_pass_tokens: int | None = None  # at most this many output rows per backward pass (exact chunking)
+
+    def effective_precision(self, model_dtype: str) -> SaliencyPrecision:
+        """What "auto" means for a model of `model_dtype`: float32 for bfloat16/float16, else "model"."""
+        if self.precision != "auto":
+            return self.precision
+        return "float32" if model_dtype in ("bfloat16", "float16") else "model"
 
     def validate(self) -> SaliencyConfig:
         """Itself, checked; SaliencyLabError naming the option otherwise."""
         _choice("--heads", self.heads, HEADS_MODES)
+        _choice("--saliency-precision", self.precision, SALIENCY_PRECISIONS)
+        if self.max_pass_tokens is not None:
+            _int_at_least("--max-pass-tokens", self.max_pass_tokens, 1, "or leave it out for one pass")
         _int_at_least("--candidates", self.candidates, 0, "0 records no alternatives")
         if self.rows is not None:
             _choice("--rows", self.rows, ROWS_MODES)
@@ -244,13 +258,21 @@ class CaptureConfig:
     run_id: str | None = None  # default: derived from model name + time
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
     saliency: SaliencyConfig = field(default_factory=SaliencyConfig)
-    shard: tuple[int, int] = (0, 1)  # (k, N): this process fills shard k of N
+    shard: tuple[int, int] | Literal["auto"] = (0, 1)  # (k, N): this process fills shard k of N
     resume: bool = False
     samples_per_part: int = 16
     quiet: bool = False
+    # Scale (docs/capture.md, "Scale"): CPU threads (None: saliency_lab.threads' default). "auto" shards
+    # come from the launcher (saliency_lab.launch) and are resolved by `saliency_lab.run.capture`.
+    threads: int | None = None
 
     def validate(self) -> CaptureConfig:
         """All settings that need no model; raises SaliencyLabError before anything is read or written."""
+        if self.threads is not None:
+            _int_at_least("--threads", self.threads, 1, "or leave it out for the default")
+        if self.shard == "auto":
+            raise SaliencyLabError("--shard auto: resolve it first (saliency_lab.run.capture does, from torchrun "
+                                   "or SLURM variables)")
         k, n = self.shard
         if not (_is_int(n) and _is_int(k) and n >= 1 and 0 <= k < n):
             raise SaliencyLabError(f"--shard {k}/{n}: need 0 <= k < N, e.g. --shard 0/4 ... --shard 3/4")

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from saliency_lab.config import DType
 from saliency_lab.errors import SaliencyLabError
+from saliency_lab.threads import configured_threads
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO_ROOT / "datasets" / "shapes" / "model"
@@ -226,7 +227,7 @@ def run_demo(cfg: DemoConfig, printer=None, world: DemoWorld | None = None) -> d
     log = _Log(printer or _print_now)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    torch.set_num_threads(configured_threads() or max(1, min(2, torch.get_num_threads())))
     summary: dict[str, Any] = {"config": asdict(cfg), "world": world.name, "runs": {}, "files": {}}
     model = world.resolve_model(cfg, log)
     summary["model"] = model

@@ -20,7 +20,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,12 +28,14 @@ import pyarrow as pa
 
 from saliency_lab.config import CaptureConfig, DecodingConfig, ManifestSample, ModelConfig, SaliencyConfig
 from saliency_lab.errors import SaliencyLabError, SampleError
+from saliency_lab.launch import detect_launch, device_for
 from saliency_lab.manifest import Manifest, load_manifest, shard_of
 from saliency_lab.progress import Progress
 from saliency_lab.seeding import sample_seed
 from saliency_lab.store.runinfo import RUN_JSON, build_run_info, read_run_info, write_or_check_run_info
 from saliency_lab.store.schema import table_from_columns
 from saliency_lab.store.writer import ShardLock, ShardWriter
+from saliency_lab.threads import configure_threads, configured_threads
 
 
 class _Result(Protocol):
@@ -78,6 +80,13 @@ class RunResult:
         )
 
 
+def _id_saliency(sal: dict[str, Any]) -> dict[str, Any]:
+    """The saliency settings that name a run: not verify or max_pass_tokens (same numbers), and precision only
+    when it is not "model", so runs made before the option keep their ids."""
+    return {k: v for k, v in sal.items()
+            if k not in ("verify", "max_pass_tokens") and not (k == "precision" and v == "model")}
+
+
 def default_run_id(cfg: CaptureConfig, manifest: Manifest) -> str:
     """`<model>-<manifest>-<hash of everything that changes numbers>`: the same command line gives the same
     id, so independently started shard processes and `--resume` find the same run without `--run-id`."""
@@ -90,7 +99,8 @@ def default_run_id(cfg: CaptureConfig, manifest: Manifest) -> str:
     key = {
         "model": {k: v for k, v in dec["model"].items() if k != "device"},
         "decoding": decoding,
-        "saliency": {k: v for k, v in dec["saliency"].items() if k != "verify"},
+        "saliency": _id_saliency({**dec["saliency"],
+                                  "precision": cfg.saliency.effective_precision(cfg.model.dtype)}),
         "manifest": manifest.sha256,
         "shards": cfg.shard[1],
     }
@@ -201,6 +211,21 @@ def _default_capture() -> CaptureFn:
     return capture_sample
 
 
+def resolve_launch(cfg: CaptureConfig) -> CaptureConfig:
+    """`shard="auto"`: a copy with the shard (and `cuda` -> `cuda:<local rank>`) from torchrun or SLURM."""
+    if cfg.shard != "auto":
+        return cfg
+    launch = detect_launch()
+    model = replace(cfg.model, device=device_for(cfg.model.device, launch))
+    return replace(cfg, shard=(launch.rank, launch.world_size), model=model)
+
+
+def _shard_numbers(cfg: CaptureConfig) -> tuple[int, int]:
+    if isinstance(cfg.shard, str):  # validate() refuses an unresolved "auto"; this narrows the type
+        raise SaliencyLabError("--shard auto: not resolved")
+    return cfg.shard
+
+
 def capture(
     cfg: CaptureConfig,
     *,
@@ -212,11 +237,14 @@ def capture(
     `load_fn` / `capture_fn` replace the model loader and the per-sample capture (tests inject fakes).
     """
     t0 = time.perf_counter()
+    cfg = resolve_launch(cfg)
     cfg.validate()  # every setting that needs no model: before the manifest is read or anything is written
+    # run.json and the run id record what "auto" means for this dtype, not the word "auto".
+    cfg = replace(cfg, saliency=replace(cfg.saliency, precision=cfg.saliency.effective_precision(cfg.model.dtype)))
     manifest = load_manifest(cfg.data)  # validates every line before anything is written
     run_id = cfg.run_id or default_run_id(cfg, manifest)
     run_dir = Path(cfg.out) / run_id
-    k, n_shards = cfg.shard
+    k, n_shards = _shard_numbers(cfg)
     mine = [s for s in manifest.samples if shard_of(s.sample_id, n_shards) == k]
 
     writer = ShardWriter(run_dir, k, enabled_tables(cfg), cfg.samples_per_part)
@@ -236,10 +264,12 @@ def capture(
         )
 
     bundle = load_fn(cfg.model) if load_fn else _default_load(cfg.model, cfg.quiet)
+    threads = configure_threads(cfg.threads if cfg.threads is not None else configured_threads())
     # The SGRS layers can only be checked against the model; still before run.json or any part is written.
     cfg.decoding.validate(getattr(bundle, "n_layers", None))
     sample_fn = capture_fn or _default_capture()
     info = build_run_info(cfg, run_id, bundle.info(), manifest.path, manifest.sha256)
+    info["threads"] = threads  # of the process that created run.json; other shards may differ
     write_or_check_run_info(run_dir, info)
 
     lock = ShardLock(run_dir, k)

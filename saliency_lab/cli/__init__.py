@@ -16,6 +16,7 @@ from saliency_lab.errors import (
     SaliencyLabWarning,
     os_error_line,
 )
+from saliency_lab.threads import configure_threads
 from saliency_lab.version import __version__
 
 # Errors of the storage/query libraries reach the user as one line: they come from a damaged or vanished
@@ -87,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     old_show = warnings.showwarning
     warnings.showwarning = _show_warning
     try:
+        if getattr(args, "configure_threads", False):
+            configure_threads(args.threads)
         result = args.func(args)
     except SaliencyLabError as exc:
         print(f"saliency-lab: error: {_one_line(str(exc))}", file=sys.stderr)

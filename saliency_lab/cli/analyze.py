@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from saliency_lab.cli._threads import add_threads_arg
 from saliency_lab.errors import SaliencyLabError
 
 
@@ -47,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--fdr", choices=("holm", "bh"), default="holm")
     a.add_argument("--failures", type=int, default=20, help="failure cases of each kind per run")
     a.add_argument("--first-subtoken", action="store_true", help="keep only the first subtoken of a mention")
+    add_threads_arg(a)
     a.set_defaults(func=_analyze)
 
     c = sub.add_parser("calibrate", help="SGRS alpha / W / layers by offline replay -> DIR/calibration.json")
@@ -68,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--normalization", choices=("row", "none", "matrix"), default="row")
     c.add_argument("--first-subtoken", action="store_true")
+    add_threads_arg(c)
     c.set_defaults(func=_calibrate)
 
     d = sub.add_parser("detect", help="logistic-regression hallucination detector, 4 feature sets, grouped CV "

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from saliency_lab.cli._threads import add_threads_arg
 from saliency_lab.config import (
     CaptureConfig,
     DecodingConfig,
@@ -20,11 +21,13 @@ from saliency_lab.errors import EXIT_NO_SAMPLE, SaliencyLabError
 from saliency_lab.store.calibration import Calibration
 
 
-def _shard(text: str) -> tuple[int, int]:
+def _shard(text: str) -> tuple[int, int] | str:
+    if text == "auto":
+        return text  # resolved from torchrun / SLURM variables by saliency_lab.run.capture
     try:
         k, n = (int(x) for x in text.split("/"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected k/N, e.g. 0/4") from None
+        raise argparse.ArgumentTypeError(f"{text!r}: expected k/N, e.g. 0/4, or auto") from None
     if n < 1 or not 0 <= k < n:
         raise argparse.ArgumentTypeError(f"{text!r}: need 0 <= k < N, e.g. 0/4 ... 3/4")
     return k, n
@@ -58,8 +61,9 @@ def register(subparsers: Any) -> None:
     io.add_argument("--data", required=True, help="manifest: JSONL with sample_id, prompt, image, ...")
     io.add_argument("--out", default="runs", help="root folder; the run goes to OUT/RUN_ID (default: runs)")
     io.add_argument("--run-id", help="run folder name (default: <model>-<manifest>-<config hash>)")
-    io.add_argument("--shard", type=_shard, default=(0, 1), metavar="k/N",
-                    help="fill shard k of N (samples split by a stable hash of sample_id)")
+    io.add_argument("--shard", type=_shard, default=(0, 1), metavar="k/N|auto",
+                    help="fill shard k of N (samples split by a stable hash of sample_id); auto: from torchrun "
+                         "(RANK, WORLD_SIZE) or SLURM (array task or task id)")
     io.add_argument("--resume", action="store_true", help="continue a run: skip committed samples")
     io.add_argument("--samples-per-part", type=int, default=16, metavar="N",
                     help="samples per Parquet part file (commit granularity; default 16)")
@@ -69,6 +73,7 @@ def register(subparsers: Any) -> None:
     m.add_argument("--dtype", choices=["float32", "float64", "bfloat16", "float16"], default="float32")
     m.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
     m.add_argument("--revision", help="model revision recorded in run.json")
+    add_threads_arg(m)
 
     d = p.add_argument_group("decoding")
     d.add_argument("--max-new-tokens", type=int, default=64)
@@ -113,6 +118,11 @@ def register(subparsers: Any) -> None:
     s.add_argument("--rows", choices=["output", "all"], default=None,
                    help="also store full S_raw rows (float16) over output keys or all keys")
     s.add_argument("--verify", action="store_true", help="check single-pass rows against the per-prefix reference")
+    s.add_argument("--saliency-precision", choices=["auto", "model", "float32"], default="auto",
+                   help="dtype of the saliency pass: float32 runs it in float32 on the same (bf16) weights; "
+                        "auto (default) = float32 for bfloat16/float16 models, else the model's dtype")
+    s.add_argument("--max-pass-tokens", type=int, default=None, metavar="N",
+                   help="at most N output rows per backward pass (exact; bounds memory on long outputs)")
     p.set_defaults(func=run_capture)
 
 
@@ -149,11 +159,13 @@ def config_from_args(args: argparse.Namespace) -> CaptureConfig:
             locore=locore,
             decay=decay_from_args(args),
         ),
-        saliency=SaliencyConfig(heads=args.heads, candidates=args.candidates, rows=args.rows, verify=args.verify),
+        saliency=SaliencyConfig(heads=args.heads, candidates=args.candidates, rows=args.rows, verify=args.verify,
+                                precision=args.saliency_precision, max_pass_tokens=args.max_pass_tokens),
         shard=args.shard,
         resume=args.resume,
         samples_per_part=args.samples_per_part,
         quiet=args.quiet,
+        threads=args.threads,
     )
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from saliency_lab.cli._threads import add_threads_arg
+
 
 def register(subparsers: Any) -> None:
     """Add the `demo` subcommand."""
@@ -32,6 +34,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-interventions", action="store_true", help="skip the sampling / SGRS / LocoRE captures")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
     p.add_argument("--seed", type=int, default=7, help="seed of the evaluation scenes / prompts")
+    add_threads_arg(p)
     p.set_defaults(func=run)
 
 

@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+from saliency_lab.cli._threads import add_threads_arg
 from saliency_lab.errors import SaliencyLabError
 
 
@@ -27,18 +28,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--run", required=True, help="run folder (holding run.json)")
     _gt_args(c)
     c.add_argument("--name", default="chair", help="labelset name (default: chair)")
+    add_threads_arg(c)
     c.set_defaults(func=_label_chair)
 
     p = lsub.add_parser("pope", help="POPE answer labels from the samples' meta.label / meta.split")
     p.add_argument("--run", required=True)
     p.add_argument("--parser", choices=("reference", "strict"), default="reference")
     p.add_argument("--name", default="pope")
+    add_threads_arg(p)
     p.set_defaults(func=_label_pope)
 
     h = lsub.add_parser("human", help="human span/step labels from a JSONL file")
     h.add_argument("--run", required=True)
     h.add_argument("--file", required=True, help="JSONL {sample_id, spans:[{start,end,label}]} or {.., steps, label}")
     h.add_argument("--name", default="human")
+    add_threads_arg(h)
     h.set_defaults(func=_label_human)
 
     ch = sub.add_parser("chair", help="CHAIR metrics for a caption file")

@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from saliency_lab.cli._threads import add_threads_arg
 from saliency_lab.errors import SaliencyLabError
 
 
@@ -47,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--check", action="store_true",
                    help="then open the report in headless Chromium (network blocked) and check every chart renders")
     p.add_argument("--screenshot", default=None, help="with --check: also save a PNG screenshot here")
+    add_threads_arg(p)
     p.set_defaults(func=run)
 
 

@@ -60,6 +60,8 @@ def capture_sample(
         hooks=hooks,
         keep_rows=bool(sal.rows) or sal.verify,
         candidates=sal.candidates,
+        precision=sal.precision,
+        max_pass_tokens=sal.max_pass_tokens,
     )
     stats: dict[str, Any] = {"generate_seconds": t_gen}
     if "decayed_steps" in result.stats:

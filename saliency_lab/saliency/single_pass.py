@@ -6,8 +6,10 @@ See saliency_lab.saliency.attention for why the stop-gradient pass gives every r
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -46,18 +48,20 @@ def heads_reduce(a: torch.Tensor, g: torch.Tensor, heads: HeadsMode) -> torch.Te
     raise ValueError(f"unknown heads mode {heads!r}")
 
 
-def _masks(n: int, o: int, t: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """[T, n] boolean masks: all keys j <= q and output keys o <= j <= q, with q = o - 1 + step."""
+def _masks(n: int, o: int, s0: int, t: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """[T, n] boolean masks: all keys j <= q and output keys o <= j <= q, with q = o - 1 + step, for the
+    steps s0..s0+T-1."""
     j = torch.arange(n, device=device)
-    q = (o - 1 + torch.arange(t, device=device)).unsqueeze(1)
+    q = (o - 1 + s0 + torch.arange(t, device=device)).unsqueeze(1)
     causal = j.unsqueeze(0) <= q
     return causal, causal & (j.unsqueeze(0) >= o)
 
 
-def _segment_sums(s: torch.Tensor, seg: dict[str, tuple[int, int]], causal, outm, o: int) -> dict[str, torch.Tensor]:
+def _segment_sums(s: torch.Tensor, seg: dict[str, tuple[int, int]], causal, outm, q1: int) -> dict[str, torch.Tensor]:
+    """Per-row sums of S_raw [T, n] whose first row is query q1 - 1 (q1 = o + first step)."""
     s = s * causal
     t = s.shape[0]
-    prev = s[torch.arange(t), o - 1 + torch.arange(t)]
+    prev = s[torch.arange(t), q1 - 1 + torch.arange(t)]
     return {
         "sys_sum": s[:, seg["system"][0]:seg["system"][1]].sum(-1),
         "img_sum": s[:, seg["image"][0]:seg["image"][1]].sum(-1),
@@ -76,6 +80,106 @@ def _check_finite(grads: list[torch.Tensor], dtype: torch.dtype, sample_id: str)
         )
 
 
+def pass_dtype(model_dtype: torch.dtype, precision: str) -> torch.dtype:
+    """dtype the saliency pass computes in: float32 for a bf16/fp16 model with precision "float32" (or "auto"),
+    else the model's own."""
+    low = model_dtype in (torch.bfloat16, torch.float16)
+    return torch.float32 if low and precision in ("float32", "auto") else model_dtype
+
+
+@contextlib.contextmanager
+def compute_dtype(model: torch.nn.Module, dtype: torch.dtype, from_dtype: torch.dtype) -> Iterator[None]:
+    """Inside the block, every `from_dtype` parameter and buffer of `model` is held in `dtype`; afterwards each
+    gets its own dtype back (bf16 -> float32 -> bf16 is exact, so the weights are unchanged)."""
+    if dtype == from_dtype:
+        yield
+        return
+    changed: list[tuple[torch.nn.Module, str, bool]] = []
+    with torch.no_grad():
+        for mod in model.modules():
+            stores: tuple[tuple[bool, dict[str, Any]], ...] = ((True, mod._parameters), (False, mod._buffers))
+            for kind, store in stores:
+                for name, t in store.items():
+                    if t is not None and t.dtype == from_dtype:
+                        if kind:
+                            t.data = t.data.to(dtype)
+                        else:
+                            store[name] = t.to(dtype)
+                        changed.append((mod, name, kind))
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for mod, name, kind in changed:
+                current: Any = (mod._parameters if kind else mod._buffers)[name]
+                if kind:
+                    current.data = current.data.to(from_dtype)
+                else:
+                    mod._buffers[name] = current.to(from_dtype)
+
+
+class _UpcastLinear(torch.autograd.Function):
+    """y = x W^T + b computed in `dtype` from low-precision weights. Saves the low-precision weight for the
+    backward (upcast again there), so no full-precision copy of the model is ever held."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, dtype):
+        ctx.save_for_backward(weight)
+        ctx.dtype = dtype
+        return torch.nn.functional.linear(x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype))
+
+    @staticmethod
+    def backward(ctx, grad):
+        (weight,) = ctx.saved_tensors
+        return grad @ weight.to(ctx.dtype), None, None, None  # frozen weights: only the input gets a gradient
+
+
+@contextlib.contextmanager
+def language_model_in(model: torch.nn.Module, dtype: torch.dtype, from_dtype: torch.dtype) -> Iterator[None]:
+    """Inside the block the language model (token embeddings, decoder, LM head) computes in `dtype` while its
+    weights stay in `from_dtype`: each linear layer upcasts its weight on the fly, the embedding output is
+    upcast (exactly). Norm layers then see `dtype` inputs and promote on their own. A vision tower keeps its
+    dtype (its features are cast where the model merges them into the embeddings)."""
+    if dtype == from_dtype:
+        yield
+        return
+    hf: Any = model
+    linears: list[Any] = [m for m in hf.get_decoder().modules() if isinstance(m, torch.nn.Linear)]
+    head = hf.get_output_embeddings()
+    if isinstance(head, torch.nn.Linear):
+        linears.append(head)
+    emb: Any = hf.get_input_embeddings()
+    patched: list[Any] = []
+
+    def linear_forward(mod: Any) -> Any:
+        return lambda x: _UpcastLinear.apply(x, mod.weight, mod.bias, dtype)
+
+    def embedding_forward(original: Any) -> Any:
+        return lambda ids: original(ids).to(dtype)
+
+    try:
+        for mod in linears:
+            if "forward" not in mod.__dict__:  # an instance-level forward (e.g. an offloading hook) is left alone
+                mod.forward = linear_forward(mod)
+                patched.append(mod)
+        if "forward" not in emb.__dict__:
+            emb.forward = embedding_forward(emb.forward)
+            patched.append(emb)
+        yield
+    finally:
+        for mod in patched:
+            del mod.forward
+
+
+def _detach_cache(cache) -> None:
+    """Drop the autograd history the last block left in the KV cache (the next block reads it detached)."""
+    for layer in getattr(cache, "layers", []):
+        for attr in ("keys", "values"):
+            value = getattr(layer, attr, None)
+            if isinstance(value, torch.Tensor):
+                setattr(layer, attr, value.detach())
+
+
 def single_pass(
     bundle: ModelBundle,
     prepared: PreparedInput,
@@ -85,9 +189,23 @@ def single_pass(
     hooks: list | None = None,
     keep_rows: bool = False,
     candidates: int = 0,
+    precision: str = "model",
+    max_pass_tokens: int | None = None,
 ) -> PassResult:
-    """Saliency of every output token (all layers) from one forward + backward (+1 backward per candidate)."""
-    model = bundle.model
+    """Saliency of every output token (all layers) from one forward + backward (+1 backward per candidate).
+
+    `precision`: "float32" (or "auto") runs the language model of a bf16/fp16 model in float32 for this pass,
+    on the same weights (`language_model_in`: weights stay bf16, each layer upcasts on the fly).
+    `max_pass_tokens`: split the output rows into blocks of at most this many, one forward + backward each,
+    the earlier rows held in the KV cache without autograd. Exact for the same reason the prefill is: a row
+    gets gradient only from its own loss, through its own position.
+    """
+    dtype = pass_dtype(bundle.dtype, precision)
+    with language_model_in(bundle.model, dtype, bundle.dtype):
+        return _single_pass(bundle, prepared, output_ids, heads, hooks, keep_rows, candidates, max_pass_tokens)
+
+
+def _single_pass(bundle, prepared, output_ids, heads, hooks, keep_rows, candidates, max_pass_tokens):
     o = prepared.n_input
     t = len(output_ids)
     out = torch.tensor([output_ids], dtype=torch.long, device=prepared.input_ids.device)
@@ -100,11 +218,49 @@ def single_pass(
     adapter = bundle.adapter
     p0 = adapter.prefill_length(bundle, full[0, :n].tolist(), o)
     cache = prefill(bundle, prepared, p0, hooks or ()).cache if p0 > 0 else None
+    kwargs: dict[str, Any] = {}
     if cache is None:
-        adapter.reset_state(model)
+        adapter.reset_state(bundle.model)
         kwargs = adapter.forward_kwargs(prepared.model_kwargs, n)
-    else:
-        kwargs = {adapter.cache_kwarg(model): cache}
+    # Without a prefill (an image placeholder at or after o - 1) the first block must carry the whole prefix
+    # and its pixels, so the output rows are not split.
+    chunk = t if cache is None or not max_pass_tokens else max_pass_tokens
+    parts: list[PassResult] = []
+    for s0 in range(0, t, chunk):
+        s1 = min(t, s0 + chunk)
+        parts.append(_pass_block(bundle, prepared, full, out, p0 if s0 == 0 else o - 1 + s0, s0, s1, cache,
+                                 kwargs, heads, hooks, keep_rows, candidates))
+        if cache is not None:
+            _detach_cache(cache)
+    return parts[0] if len(parts) == 1 else _concat(parts, n)
+
+
+def _concat(parts: list[PassResult], n: int) -> PassResult:
+    """One PassResult from consecutive blocks of output rows (rows padded with zeros to all n keys)."""
+    res = PassResult(logprobs=torch.cat([p.logprobs for p in parts]),
+                     sums={k: np.concatenate([p.sums[k] for p in parts]) for k in parts[0].sums})
+    if parts[0].rows is not None:
+        blocks = [p.rows or [] for p in parts]
+        res.rows = [torch.cat([torch.nn.functional.pad(b[i], (0, n - b[i].shape[1])) for b in blocks])
+                    for i in range(len(blocks[0]))]
+    if parts[0].cand_ids is not None:
+        res.cand_ids = np.concatenate([p.cand_ids for p in parts])
+        res.cand_probs = np.concatenate([p.cand_probs for p in parts])
+        res.cand_sums = {k: np.concatenate([p.cand_sums[k] for p in parts]) for k in parts[0].cand_sums}
+    return res
+
+
+def _pass_block(bundle, prepared, full, out, start: int, s0: int, s1: int, cache, kwargs, heads, hooks,
+                keep_rows: bool, candidates: int) -> PassResult:
+    """Forward positions start..o-2+s1 (the earlier ones are in `cache`) with gradients, backward of the
+    losses of output steps s0..s1-1, and the reductions of their rows."""
+    model = bundle.model
+    o = prepared.n_input
+    t = s1 - s0
+    stop = o - 1 + s1  # keys 0..stop-1
+    kwargs = dict(kwargs)
+    if cache is not None:
+        kwargs[bundle.adapter.cache_kwarg(model)] = cache
 
     # Frozen weights: make the embeddings the leaf so the graph exists but no weight gradients are computed.
     emb = model.get_input_embeddings()
@@ -113,7 +269,7 @@ def single_pass(
         with torch.enable_grad(), use_attention(bundle), intervention_context(
             "stopgrad", hooks, record=True
         ) as ctx:
-            res = model(input_ids=full[:, p0:n], **kwargs, use_cache=cache is not None)
+            res = model(input_ids=full[:, start:stop], **kwargs, use_cache=cache is not None)
     finally:
         handle.remove()
     logits = res.logits[0, -t:]
@@ -127,20 +283,21 @@ def single_pass(
     layers = sorted(ctx.records)
     probs = [ctx.records[i] for i in layers]
     steps = torch.arange(t, device=full.device)
-    q0 = o - 1 - p0  # first query row of interest inside the forwarded block
-    loss = -logp[steps, out[0]].sum()
+    q0 = o - 1 + s0 - start  # first query row of interest inside the forwarded block
+    target = out[0, s0:s1]
+    loss = -logp[steps, target].sum()
     raw = torch.autograd.grad(loss, probs, retain_graph=candidates > 0, allow_unused=True)
     grads = [g if g is not None else torch.zeros_like(p) for g, p in zip(raw, probs, strict=True)]
     _check_finite(grads, bundle.dtype, prepared.sample_id)
 
-    causal, outm = _masks(n, o, t, full.device)
+    causal, outm = _masks(stop, o, s0, t, full.device)
     seg = prepared.segments
     cols: dict[str, list[torch.Tensor]] = {c: [] for c in SUM_COLUMNS}
     rows: list[torch.Tensor] | None = [] if keep_rows else None
-    a_rows = [p[0][:, q0:, :].detach() for p in probs]  # [H, T, n] per layer
+    a_rows = [p[0][:, q0:, :].detach() for p in probs]  # [H, T, stop] per layer
     for a, g in zip(a_rows, grads, strict=True):
         s = heads_reduce(a, g[0][:, q0:, :], heads)
-        for col, v in _segment_sums(s, seg, causal, outm, o).items():
+        for col, v in _segment_sums(s, seg, causal, outm, o + s0).items():
             cols[col].append(v)
         cols["attn_out_sum"].append((a.mean(0) * outm).sum(-1))
         if rows is not None:
@@ -155,7 +312,7 @@ def single_pass(
         result.cand_probs = top.values.exp().float().cpu().numpy()
         per: dict[str, list[torch.Tensor]] = {c: [] for c in CAND_COLUMNS}
         # Greedy decoding: rank 0 is the generated token everywhere, its gradients are the ones above.
-        reuse0 = bool((top.indices[:, 0] == out[0]).all())
+        reuse0 = bool((top.indices[:, 0] == target).all())
         last = k - 1
         for r in range(k):
             if r == 0 and reuse0:
@@ -167,7 +324,7 @@ def single_pass(
                 _check_finite(g_r, bundle.dtype, prepared.sample_id)
             layer_vals: dict[str, list[torch.Tensor]] = {c: [] for c in CAND_COLUMNS}
             for a, g in zip(a_rows, g_r, strict=True):
-                d = _segment_sums(heads_reduce(a, g[0][:, q0:, :], heads), seg, causal, outm, o)
+                d = _segment_sums(heads_reduce(a, g[0][:, q0:, :], heads), seg, causal, outm, o + s0)
                 for c in CAND_COLUMNS:
                     layer_vals[c].append(d[c])
             for c in CAND_COLUMNS:

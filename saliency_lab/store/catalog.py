@@ -38,6 +38,7 @@ from saliency_lab.store.integrity import file_sha256, run_problems
 from saliency_lab.store.runs import Run, open_runs
 from saliency_lab.store.schema import PARTITIONED_TABLES, SCHEMAS
 from saliency_lab.store.sqlfiles import QueryContext, catalog_sql_path, load_query, set_params
+from saliency_lab.threads import configured_threads
 
 # Statements that would write files, reach other databases or fetch code; everything else runs inside the
 # sandbox, whose locked settings already stop reads outside the runs.
@@ -191,6 +192,7 @@ class Catalog:
         _warn_incomplete(self.runs)
         self.con = duckdb.connect(":memory:")
         self.con.execute("SET enable_progress_bar = false")
+        threads = threads or configured_threads()  # --threads of the running command, if any
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
         self._sandbox()

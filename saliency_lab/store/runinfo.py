@@ -26,10 +26,12 @@ __all__ = ["CONVENTIONS", "RUN_JSON", "build_run_info", "read_run_info", "write_
 
 # Fields that may differ between the processes filling one run (they do not change the numbers, or they
 # describe the process rather than the run). Everything else must match exactly.
-_VOLATILE_TOP = ("created_at", "created_by", "toolkit_version")
+_VOLATILE_TOP = ("created_at", "created_by", "toolkit_version", "threads")
 # The model is identified by its weights hash, not by where it sits: shards on other machines (or a
 # resume from another working directory) load the same weights from another path.
 _VOLATILE_MODEL = ("device", "id", "path")
+# Exact chunking of the single pass (--max-pass-tokens) is a memory setting: a resume may change it.
+_VOLATILE_SALIENCY = ("max_pass_tokens",)
 
 # Choices that change the numbers but are not plain config fields, written so a reader of run.json knows
 # how to interpret the saliency table without reading the code.
@@ -71,6 +73,9 @@ def _comparable(info: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in info.items() if k not in _VOLATILE_TOP}
     if isinstance(out.get("model"), dict):
         out["model"] = {k: v for k, v in out["model"].items() if k not in _VOLATILE_MODEL}
+    if isinstance(out.get("saliency"), dict):
+        out["saliency"] = {k: v for k, v in out["saliency"].items() if k not in _VOLATILE_SALIENCY}
+        out["saliency"].setdefault("precision", "model")  # runs made before the option computed in the model's dtype
     # The manifest may be moved between machines; its content hash is what must match.
     if isinstance(out.get("manifest"), dict):
         out["manifest"] = {"sha256": out["manifest"].get("sha256")}

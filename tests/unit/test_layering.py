@@ -25,7 +25,9 @@ RANKS = {
     "manifest": 0,
     "store": 0,
     "assets": 0,
-    "resources": 0,  # finds the shipped queries/ and reports/ folders
+    "resources": 0,
+    "threads": 0,  # the thread count every computing command applies (torch, DuckDB, Polars)
+    "launch": 0,  # rank and world size from torchrun / SLURM for --shard auto  # finds the shipped queries/ and reports/ folders
     "models": 1,
     "saliency": 2,
     "decoding": 3,
