@@ -157,11 +157,11 @@ def main() -> None:
         args.samples, args.new = 4, 16
 
     import torch
-    from saliency_lab.saliency.capture import generate_ids
     from sklearn.metrics import roc_auc_score
     from transformers.utils import logging as hf_logging
 
     from saliency_lab.config import DecodingConfig, ManifestSample, ModelConfig
+    from saliency_lab.decoding import decode
     from saliency_lab.labels.chair import ChairExtractor
     from saliency_lab.labels.synonyms import load_synonyms
     from saliency_lab.models.registry import load_model
@@ -189,7 +189,7 @@ def main() -> None:
         for i, (text, listed) in enumerate(prompts(args.samples)):
             p = b.adapter.prepare(b, ManifestSample(f"s{i}", text), max_new_tokens=args.new)
             with compute_dtype(b.model, torch.float32, torch.bfloat16):
-                out = generate_ids(b, p, dec, [])
+                out = decode(b, p, dec).output_ids
             for m in methods:
                 ts = time.perf_counter()
                 if m == "float64":

@@ -167,6 +167,17 @@ class Meter:
         self.seconds = time.perf_counter() - self.t0
 
 
+def generation_config(bundle, decoding):
+    """transformers' greedy GenerationConfig for the plain-generate baseline (the model's own defaults ignored)."""
+    from transformers import GenerationConfig
+
+    eos = bundle.adapter.eos_token_ids(bundle)
+    pad = bundle.tokenizer.pad_token_id
+    return GenerationConfig(max_new_tokens=decoding.max_new_tokens, num_beams=1, do_sample=False,
+                            eos_token_id=eos or None, pad_token_id=pad if pad is not None else (eos[0] if eos else None),
+                            repetition_penalty=1.0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a smaller shape (8 layers, hidden 2048)")
@@ -179,10 +190,10 @@ def main() -> None:
     import numpy as np
     import torch
     from PIL import Image
-    from saliency_lab.saliency.capture import capture_sample, generation_config
     from transformers.utils import logging as hf_logging
 
     from saliency_lab.config import DecodingConfig, ManifestSample, SaliencyConfig
+    from saliency_lab.pipeline import capture_sample
     from saliency_lab.saliency.single_pass import single_pass
 
     hf_logging.disable_progress_bar()

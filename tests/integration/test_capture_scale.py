@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 from _capture_fixtures import image_path, tiny_bundle
-from saliency_lab.saliency.capture import generate_ids
 
 from saliency_lab.config import DecodingConfig, ManifestSample
+from saliency_lab.decoding import decode
 from saliency_lab.decoding.hooks import intervention_hooks
 from saliency_lab.saliency.single_pass import compute_dtype, language_model_in, single_pass
 
@@ -16,7 +16,7 @@ def _setup(arch: str, n_new: int, dtype: str = "float64"):
     img = image_path() if b.adapter.is_vision else None
     s = ManifestSample(f"{arch}-scale", "Describe the image in detail.", image=img, system="You are brief.")
     p = b.adapter.prepare(b, s, max_new_tokens=n_new)
-    out = generate_ids(b, p, DecodingConfig(max_new_tokens=n_new), [])
+    out = decode(b, p, DecodingConfig(max_new_tokens=n_new)).output_ids
     return b, p, out
 
 
@@ -72,7 +72,7 @@ def test_float32_precision_on_bf16_model_is_closer_to_float64():
     p16 = b16.adapter.prepare(
         b16, ManifestSample("llama-bf16", "Describe a busy street in detail."), max_new_tokens=12
     )
-    out = generate_ids(b16, p16, DecodingConfig(max_new_tokens=12), [])
+    out = decode(b16, p16, DecodingConfig(max_new_tokens=12)).output_ids
     before = {k: v.clone() for k, v in b16.model.state_dict().items()}
     # The truth for this model: float64 arithmetic on the same (bf16) weights.
     with compute_dtype(b16.model, torch.float64, torch.bfloat16):
@@ -98,7 +98,7 @@ def test_float32_precision_on_bf16_vision_models(arch):
     b16 = tiny_bundle(arch, "bfloat16")
     s = ManifestSample(f"{arch}-bf16", "Describe the image in detail.", image=image_path())
     p16 = b16.adapter.prepare(b16, s, max_new_tokens=8)
-    out = generate_ids(b16, p16, DecodingConfig(max_new_tokens=8), [])
+    out = decode(b16, p16, DecodingConfig(max_new_tokens=8)).output_ids
     # The vision tower stays bf16 (its features are the model's); the language model computes in float32.
     # Truth: the same, with the language model in float64.
     with language_model_in(b16.model, torch.float64, torch.bfloat16):

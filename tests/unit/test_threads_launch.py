@@ -132,10 +132,9 @@ class _NoTorch(types.SimpleNamespace):
 
 
 def test_configured_threads_reach_duckdb(tmp_path, monkeypatch):
-    from saliency_lab.testing.synthetic import SyntheticSpec, make_run
-
     import saliency_lab.threads as threads_mod
     from saliency_lab.store.catalog import open_catalog
+    from saliency_lab.testing.synthetic import SyntheticSpec, make_run
 
     run = make_run(tmp_path, "r", SyntheticSpec(n_samples=2, n_layers=2, seed=1))
     monkeypatch.setattr(threads_mod, "_configured", None)
