@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from saliency_lab.config import DType
 from saliency_lab.errors import SaliencyLabError
+from saliency_lab.store.scores import SALIENCY_SCORES
 from saliency_lab.threads import configured_threads
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -284,7 +285,8 @@ def run_demo(cfg: DemoConfig, printer=None, world: DemoWorld | None = None) -> d
             "sample": DecodingConfig(max_new_tokens=max_new, strategy="sample", top_k=SGRSConfig().k),
             "sgrs": DecodingConfig(max_new_tokens=max_new, strategy="sgrs",
                                    sgrs=SGRSConfig(alpha=sg.get("alpha", 0.6), window=sg.get("window", 5),
-                                                   layers=sg.get("layers"))),
+                                                   layers=sg.get("layers"), score=sg.get("score", "out_mean"),
+                                                   reject=sg.get("reject", "low"))),
             "locore": DecodingConfig(max_new_tokens=max_new, locore=LocoREConfig(beta=cfg.locore_beta)),
         }
         needs = {"sample": "saliency_lab.decoding.policies", "sgrs": "saliency_lab.decoding.sgrs",
@@ -333,9 +335,9 @@ def _clear_runs(runs: Path) -> None:
 
 
 def _analyze(run_dir: Path, out: Path, summary: dict, log: _Log, world: DemoWorld) -> dict | None:
-    """Analysis (every score, position-controlled), the detector and `calibrate --score auto`; returns the SGRS
-    setting for the demo's SGRS run, which decodes with out_mean / reject low: a recommendation for another
-    score or direction leaves the paper's defaults (the decoder's score is chosen elsewhere)."""
+    """Analysis (every score, position-controlled), the detector and `calibrate --score auto`; returns the
+    recommended SGRS setting (score, direction, alpha, W, layers) for the demo's SGRS run, or None (no setting
+    beats chance: the SGRS run then uses the paper's defaults, out_mean rejecting low)."""
     from saliency_lab.analysis import (
         AnalysisConfig,
         CalibrationConfig,
@@ -382,9 +384,9 @@ def _analyze(run_dir: Path, out: Path, summary: dict, log: _Log, world: DemoWorl
     summary["files"]["calibration"] = str(out / "calibration" / "calibration.json")
     log(f"calibration -> {out / 'calibration'}")
     rec = cal.recommended
-    if rec is None or (rec["score"], rec["reject"]) != ("out_mean", "low"):
-        return None
-    return {k: rec[k] for k in ("alpha", "window", "layers")}
+    if rec is None or rec["score"] not in SALIENCY_SCORES:
+        return None  # no setting beats chance (or an attention score, which SGRS cannot use): paper defaults
+    return {k: rec[k] for k in ("alpha", "window", "layers", "score", "reject")}
 
 
 def _partner_split(run_dir: Path, score: str) -> dict:
