@@ -17,6 +17,7 @@ import polars as pl
 
 from saliency_lab.analysis import label_ci as lc
 from saliency_lab.report.data import RunData
+from saliency_lab.report.runconfig import decay_on
 
 
 @dataclass
@@ -47,7 +48,7 @@ def intervention(run: RunData) -> str | None:
         return "sgrs"
     if float((dec.get("locore") or {}).get("beta") or 0) > 0:
         return "locore"
-    if (dec.get("decay") or {}).get("rate"):
+    if decay_on(dec):
         return "decay"
     return None
 

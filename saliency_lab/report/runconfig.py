@@ -25,14 +25,18 @@ def _locore_on(dec: dict[str, Any]) -> bool:
     return float((dec.get("locore") or {}).get("beta") or 0) > 0
 
 
-def _decay_on(dec: dict[str, Any]) -> bool:
-    return bool((dec.get("decay") or {}).get("rate"))
+def decay_on(dec: dict[str, Any]) -> bool:
+    """Whether run.json's decoding block applies the saliency decay: rate != 1 and steps or a threshold, the
+    rule of SaliencyDecayConfig.active (every run records the block, mostly at its inactive defaults)."""
+    d = dec.get("decay") or {}
+    rate = d.get("rate")
+    return rate is not None and float(rate) != 1.0 and (bool(d.get("steps")) or d.get("threshold") is not None)
 
 
 APPLIES: dict[str, _Rule] = {
     "decoding.sgrs.": lambda d: _strategy(d) == "sgrs",
     "decoding.locore.": _locore_on,
-    "decoding.decay.": _decay_on,
+    "decoding.decay.": decay_on,
     "decoding.top_k": lambda d: _strategy(d) == "sample",
     "decoding.temperature": lambda d: _strategy(d) in ("sample", "sgrs"),
     "decoding.seed": lambda d: _strategy(d) in ("sample", "sgrs"),

@@ -97,3 +97,18 @@ def test_configuration_shows_what_differs_and_applies():
     assert "decoding.sgrs.alpha" not in per_run[0] and per_run[1]["decoding.sgrs.alpha"] == 0.6
     assert "model.n_layers" in same and "saliency.heads" in same
     assert not any(k.startswith("decoding.locore") for k in differ + same)  # LocoRE off in both runs
+
+
+def test_decay_block_at_its_defaults_is_no_intervention():
+    # every run.json records the decay block; only an active one (rate != 1 with steps or a threshold) counts
+    plain = _run("g", "greedy")
+    plain.meta["decoding"]["decay"] = {"rate": 1.0, "steps": [], "threshold": None, "layers": None,
+                                       "mode": "post_softmax"}
+    sample = _run("s", "sample", top_k=5)
+    sample.meta["decoding"]["decay"] = dict(plain.meta["decoding"]["decay"])
+    decayed = _run("d", "greedy")
+    decayed.meta["decoding"]["decay"] = {**plain.meta["decoding"]["decay"], "rate": 0.5, "steps": [2]}
+    runs = [plain, sample, decayed, _run("x", "sgrs", k=5)]
+    assert [intervention(r) for r in runs] == [None, None, "decay", "sgrs"]
+    assert find_control(runs[3], runs)[0] is sample
+    assert find_control(decayed, runs)[0] is plain
