@@ -446,11 +446,22 @@ def format_findings(summary: dict, world: DemoWorld | None = None) -> list[str]:
     return lines
 
 
+#: Fewest hallucinated tokens for which the demo names a best score by its step-controlled AUROC.
+MIN_HALLUCINATED = 10
+
+
 def _score_findings(summary: dict) -> list[str]:
     """Best score (by distance of its step-controlled AUROC from 0.5), detector per feature set, calibration."""
     lines = []
     rows = [r for r in summary.get("separation") or [] if r["score"] != "step" and r["controlled_auroc"] is not None]
     rows = [r for r in rows if r["controlled_auroc"] == r["controlled_auroc"]]  # drop NaN
+    n_pos = max((int(r.get("n_pos") or 0) for r in rows), default=0)
+    if rows and n_pos < MIN_HALLUCINATED:
+        # With a handful of hallucinated tokens, few pairs share a step: the controlled AUROC of the "best" score
+        # would be a degenerate extreme (0 or 1 from one or two pairs), so none is named.
+        lines.append(f"best score: none named: only {n_pos} hallucinated token(s), fewer than {MIN_HALLUCINATED} "
+                     "needed for a position-controlled comparison; rerun with more samples (--n-samples / --n-images)")
+        rows = []
     if rows:
         b = max(rows, key=lambda r: abs(r["controlled_auroc"] - 0.5))
         c, p = b["controlled_ci"], b["pooled_ci"]

@@ -23,12 +23,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", default=None, help="output folder (default: ./saliency-lab-demo, text: ./saliency-lab-demo-text)")
     p.add_argument("--quick", action="store_true", help="a small run (8 images / prompts) for a smoke test")
     p.add_argument("--n-images", type=int, default=60, help="scenes: evaluation images (default 60)")
-    p.add_argument("--n-samples", type=int, default=None, help="text: prompts (default 24, --quick 8)")
+    p.add_argument("--n-samples", type=int, default=None, help="text: prompts (default 16, --quick 6)")
     p.add_argument("--model", help="scenes: model folder (default: the shipped datasets/shapes/model); text: a "
                                    "model folder, GGUF file or packaged short name (default: smollm2)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64", "bfloat16"),
                    help="compute dtype of every capture (default float32)")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="answer length (default: scenes 32, text 64, text --quick 24)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="answer length (default: scenes 32, text 64, text --quick 16)")
     p.add_argument("--retrain", action="store_true", help="scenes: train the scene-world model from scratch first")
     p.add_argument("--retrain-steps", type=int, default=None, help="steps for --retrain (default: as shipped)")
     p.add_argument("--no-interventions", action="store_true", help="skip the sampling / SGRS / LocoRE captures")
