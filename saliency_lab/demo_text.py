@@ -49,7 +49,7 @@ class TextWorld:
         """How many prompts: --n-samples, else the world's default (fewer with --quick)."""
         # 16 x 4 runs of 64 tokens fit the 10-minute budget on 2 cores (one torch thread: two were 1.6x slower
         # here); 24 prompts took 13.9 minutes. Too few hallucinations for firm statistics: see docs/demo.md.
-        return cfg.n_samples or (6 if cfg.quick else 16)
+        return cfg.n_samples or (4 if cfg.quick else 16)
 
     def prepare(self, cfg: DemoConfig, out: Path, summary: dict, log: _Log) -> Path:
         """Seeded text-world prompts and their ground truth (keyed by sample_id) under `out`."""

@@ -23,7 +23,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", default=None, help="output folder (default: ./saliency-lab-demo, text: ./saliency-lab-demo-text)")
     p.add_argument("--quick", action="store_true", help="a small run (8 images / prompts) for a smoke test")
     p.add_argument("--n-images", type=int, default=60, help="scenes: evaluation images (default 60)")
-    p.add_argument("--n-samples", type=int, default=None, help="text: prompts (default 16, --quick 6)")
+    p.add_argument("--n-samples", type=int, default=None, help="text: prompts (default 16, --quick 4)")
     p.add_argument("--model", help="scenes: model folder (default: the shipped datasets/shapes/model); text: a "
                                    "model folder, GGUF file or packaged short name (default: smollm2)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64", "bfloat16"),

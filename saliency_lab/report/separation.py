@@ -21,6 +21,10 @@ def verdict(ci: Any) -> str:
     separate'."""
     if ci is None or len(ci) != 2 or not all(v is not None and math.isfinite(float(v)) for v in ci):
         return "does not separate"
+    if float(ci[0]) == float(ci[1]):
+        # a zero-width interval: every resample gave the same value, i.e. one or two pairs shared a step (a
+        # handful of hallucinated tokens); that is no evidence either way
+        return "does not separate"
     if float(ci[0]) > 0.5:
         return "separates"
     if float(ci[1]) < 0.5:

@@ -112,3 +112,11 @@ def test_decay_block_at_its_defaults_is_no_intervention():
     assert [intervention(r) for r in runs] == [None, None, "decay", "sgrs"]
     assert find_control(runs[3], runs)[0] is sample
     assert find_control(decayed, runs)[0] is plain
+
+
+def test_a_zero_width_interval_is_no_separation():
+    from saliency_lab.report.separation import verdict
+
+    assert verdict((0.6, 0.8)) == "separates" and verdict((0.1, 0.4)) == "separates in reverse"
+    # degenerate bootstraps from one or two within-step pairs (a handful of hallucinated tokens)
+    assert verdict((1.0, 1.0)) == verdict((0.0, 0.0)) == verdict((0.5, 0.5)) == "does not separate"
