@@ -21,34 +21,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _wordlevel import save_word_llama
+
 VOCAB, HIDDEN, HEADS, INTER, PROMPT = 4000, 256, 8, 512, 600
 
 
 def build_model(out: Path, layers: int) -> None:
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    vocab = {"<unk>": 0, "<pad>": 1, **{f"w{i}": i for i in range(2, VOCAB)}}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", pad_token="<pad>")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=HIDDEN,
-        intermediate_size=INTER,
-        num_hidden_layers=layers,
-        num_attention_heads=HEADS,
-        num_key_value_heads=HEADS,
-        max_position_embeddings=4096,
-        pad_token_id=1,
-        bos_token_id=None,
-        eos_token_id=None,
-        tie_word_embeddings=False,
-    )
-    LlamaForCausalLM(cfg).eval().save_pretrained(out)
-    tok.save_pretrained(out)
+    """The bench's random Llama (bench/_wordlevel.py) with `layers` layers."""
+    save_word_llama(out, vocab=VOCAB, hidden=HIDDEN, inter=INTER, layers=layers, heads=HEADS, max_positions=4096)
 
 
 def _rss_now() -> int:

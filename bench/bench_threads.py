@@ -22,38 +22,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _wordlevel import save_word_llama
+
 VOCAB = 8000
 
 
 def build(root: Path, samples: int, prompt_len: int) -> tuple[Path, Path]:
     import random
 
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    vocab = {"<unk>": 0, "<pad>": 1, **{f"w{i}": i for i in range(2, VOCAB)}}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", pad_token="<pad>")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=256,
-        intermediate_size=1024,
-        num_hidden_layers=4,
-        num_attention_heads=8,
-        num_key_value_heads=8,
-        max_position_embeddings=2048,
-        pad_token_id=1,
-        bos_token_id=None,
-        eos_token_id=None,
-        tie_word_embeddings=False,
-    )
-    model = LlamaForCausalLM(cfg).eval()
-    model.generation_config.eos_token_id = None
-    model.save_pretrained(root / "model")
-    tok.save_pretrained(root / "model")
+    save_word_llama(root / "model", vocab=VOCAB, hidden=256, inter=1024, layers=4, heads=8, max_positions=2048)
     rnd = random.Random(0)
     with open(root / "m.jsonl", "w") as fh:
         for i in range(samples):
