@@ -7,8 +7,10 @@ sampling settings of argmax decoding) is left out for that run instead of printi
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
+from saliency_lab.config import SaliencyDecayConfig
 from saliency_lab.report import tables as tb
 from saliency_lab.report.data import RunData
 from saliency_lab.report.page import Section
@@ -26,11 +28,11 @@ def _locore_on(dec: dict[str, Any]) -> bool:
 
 
 def decay_on(dec: dict[str, Any]) -> bool:
-    """Whether run.json's decoding block applies the saliency decay: rate != 1 and steps or a threshold, the
-    rule of SaliencyDecayConfig.active (every run records the block, mostly at its inactive defaults)."""
+    """Whether run.json's decoding block applies the saliency decay (SaliencyDecayConfig.active: every run
+    records the block, mostly at its inactive defaults)."""
     d = dec.get("decay") or {}
-    rate = d.get("rate")
-    return rate is not None and float(rate) != 1.0 and (bool(d.get("steps")) or d.get("threshold") is not None)
+    known = {f.name for f in fields(SaliencyDecayConfig)}
+    return SaliencyDecayConfig(**{k: v for k, v in d.items() if k in known}).active
 
 
 APPLIES: dict[str, _Rule] = {
