@@ -182,6 +182,46 @@ class ModelAdapter:
             ids.append(bundle.tokenizer.eos_token_id)
         return ids
 
+    # ---- batches (saliency_lab.saliency.batch pads several samples into one forward) ------------
+    #: Model kwargs with one entry per token position ([1, n]); a batch pads them like the ids (with zeros).
+    token_kwargs: ClassVar[tuple[str, ...]] = ()
+
+    def collate_kwargs(self, kwargs_list: list[dict[str, Any]], width: int, pads: list[int],
+                       left: bool) -> dict[str, Any]:
+        """The model kwargs of a padded batch: per-token kwargs (`token_kwargs`) padded to `width` with zeros on
+        the padded side (rows without one get zeros); every other tensor (pixels, grids) concatenated along dim 0
+        in row order, from the rows that have it (a text-only row in a VLM batch adds no pixels)."""
+        out: dict[str, Any] = {}
+        keys = sorted({k for kw in kwargs_list for k in kw})
+        for key in keys:
+            if key in self.token_kwargs:
+                ref = next(kw[key] for kw in kwargs_list if key in kw)
+                rows = []
+                for kw, pad in zip(kwargs_list, pads, strict=True):
+                    row = kw.get(key)
+                    n = width - pad
+                    row = (torch.zeros(1, n, dtype=ref.dtype, device=ref.device) if row is None
+                           else row[:, :n])
+                    zeros = torch.zeros(1, pad, dtype=ref.dtype, device=ref.device)
+                    rows.append(torch.cat([zeros, row] if left else [row, zeros], dim=1))
+                out[key] = torch.cat(rows, dim=0)
+            else:
+                vals = [kw[key] for kw in kwargs_list if key in kw]
+                out[key] = torch.cat(vals, dim=0) if torch.is_tensor(vals[0]) else vals[0]
+        return out
+
+    def batch_positions(self, model: Any, ids: torch.Tensor, mask: torch.Tensor,
+                        kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(position ids of a left-padded prefill, each row's next position [B]). Every real token gets the
+        position it has in its own unpadded sequence (0, 1, ...), which is what makes a padded row equal its
+        batch-1 row; pad positions get 0 (they are masked)."""
+        pos = (mask.long().cumsum(-1) - 1).clamp_min(0)
+        return pos, mask.long().sum(-1)
+
+    def step_positions(self, next_positions: torch.Tensor) -> torch.Tensor:
+        """Position ids [B, 1] of one decoding step from each row's next position."""
+        return next_positions[:, None]
+
     # ---- inputs --------------------------------------------------------------------------------
     def messages(self, sample: ManifestSample, with_image: bool) -> list[dict]:
         """The chat messages of a sample (system, then the user turn with the image placeholder first)."""

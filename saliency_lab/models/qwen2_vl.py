@@ -30,6 +30,23 @@ class Qwen2VLAdapter(VisionAdapter):
             if getattr(m, "rope_deltas", None) is not None:
                 m.rope_deltas = None
 
+    def batch_positions(self, model: Any, ids: torch.Tensor, mask: torch.Tensor,
+                        kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """M-RoPE positions [3, B, N] of a left-padded prefill (the model's own `get_rope_index`, which skips
+        masked positions) and each row's next position (its largest position + 1, as the model's cached
+        decoding continues)."""
+        grid, mm = kwargs.get("image_grid_thw"), kwargs.get("mm_token_type_ids")
+        if grid is None or mm is None:
+            pos, nxt = super().batch_positions(model, ids, mask, kwargs)
+            return pos[None].expand(3, -1, -1), nxt
+        pos, deltas = model.model.get_rope_index(ids, image_grid_thw=grid, attention_mask=mask,
+                                                 mm_token_type_ids=mm)
+        return pos, mask.long().sum(-1) + deltas.reshape(-1).to(mask.device)
+
+    def step_positions(self, next_positions: torch.Tensor) -> torch.Tensor:
+        """M-RoPE position ids [3, B, 1]: text continues on all three axes."""
+        return next_positions[None, :, None].expand(3, -1, 1)
+
     def load(self, path: Path, architecture: str, dtype: torch.dtype, device: str) -> tuple[Any, Any, Any]:
         """Model, tokenizer and the PIL-based processor from a local folder."""
         import transformers

@@ -35,6 +35,7 @@ class VisionAdapter(ModelAdapter):
     """Base of the vision-language adapters: image placeholders, processor inputs, a vision tower on sdpa."""
 
     is_vision = True
+    token_kwargs = ("mm_token_type_ids",)
 
     def set_attention(self, model: Any, name: str) -> None:
         """Route the language model through `name`; the vision tower stays on sdpa."""
