@@ -41,17 +41,23 @@ def hooks_act_on_prompt(hooks: Sequence[Any]) -> bool:
 
 def prefill(bundle: ModelBundle, prepared: PreparedInput, n: int, hooks: Sequence[Any] = ()) -> Prefilled:
     """Forward the first `n` input positions (n >= 1) without gradients; see the module docstring."""
+    kwargs = bundle.adapter.forward_kwargs(prepared.model_kwargs, n)
+    out = prefill_forward(bundle, prepared.input_ids[:, :n], kwargs, hooks)
+    return Prefilled(bundle.adapter.output_cache(out), n, out.logits[0, -1])
+
+
+def prefill_forward(
+    bundle: ModelBundle, ids: torch.Tensor, kwargs: dict[str, Any], hooks: Sequence[Any] = ()
+) -> Any:
+    """The model output (KV cache, last position's logits) of ids [B, n] forwarded without gradients after the
+    adapter's state reset; the rows of a batch share the hooks' routing (e.g. `batch.row_hooks`)."""
     model = bundle.model
-    adapter = bundle.adapter
-    adapter.reset_state(model)
-    kwargs = adapter.forward_kwargs(prepared.model_kwargs, n)
-    ids = prepared.input_ids[:, :n]
+    bundle.adapter.reset_state(model)
     routed: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if hooks_act_on_prompt(hooks):
         routed = _routed(bundle, list(hooks))
     with torch.no_grad(), routed:
-        out = model(input_ids=ids, **kwargs, use_cache=True, logits_to_keep=1)
-    return Prefilled(adapter.output_cache(out), n, out.logits[0, -1])
+        return model(input_ids=ids, **kwargs, use_cache=True, logits_to_keep=1)
 
 
 @contextlib.contextmanager

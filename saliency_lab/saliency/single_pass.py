@@ -16,7 +16,12 @@ import torch
 
 from saliency_lab.config import HeadsMode
 from saliency_lab.errors import SampleError
-from saliency_lab.saliency.attention import intervention_context, softmax_dtype, use_attention
+from saliency_lab.saliency.attention import (
+    AttentionContext,
+    intervention_context,
+    softmax_dtype,
+    use_attention,
+)
 from saliency_lab.saliency.prefill import prefill
 
 if TYPE_CHECKING:
@@ -256,79 +261,163 @@ def _pass_block(bundle, prepared, full, out, start: int, s0: int, s1: int, cache
     losses of output steps s0..s1-1, and the reductions of their rows."""
     model = bundle.model
     o = prepared.n_input
-    t = s1 - s0
     stop = o - 1 + s1  # keys 0..stop-1
     kwargs = dict(kwargs)
     if cache is not None:
         kwargs[bundle.adapter.cache_kwarg(model)] = cache
+    with graded_forward(bundle, hooks) as ctx:
+        res = model(input_ids=full[:, start:stop], **kwargs, use_cache=cache is not None)
+    span = RowSpan(prepared, out[0, s0:s1], batch_row=0, q0=o - 1 + s0 - start, keys=stop, s0=s0)
+    return graded_results(bundle, res.logits, ctx.records, [span], heads, keep_rows, candidates)[0]
 
-    # Frozen weights: make the embeddings the leaf so the graph exists but no weight gradients are computed.
-    emb = model.get_input_embeddings()
+
+@contextlib.contextmanager
+def graded_forward(bundle: ModelBundle, hooks: list | None) -> Iterator[AttentionContext]:
+    """The block a graded forward runs in: autograd on, our attention in stop-gradient mode with `hooks`,
+    probabilities recorded, and the embedding output as the graph's leaf (the weights are frozen, so no weight
+    gradient is ever computed)."""
+    emb = bundle.model.get_input_embeddings()
     handle = emb.register_forward_hook(lambda m, i, y: y.detach().requires_grad_(True))
     try:
-        with torch.enable_grad(), use_attention(bundle), intervention_context(
-            "stopgrad", hooks, record=True
-        ) as ctx:
-            res = model(input_ids=full[:, start:stop], **kwargs, use_cache=cache is not None)
+        with (
+            torch.enable_grad(),
+            use_attention(bundle),
+            intervention_context("stopgrad", hooks, record=True) as ctx,
+        ):
+            yield ctx
     finally:
         handle.remove()
-    logits = res.logits[0, -t:]
-    sdt = softmax_dtype(logits.dtype)
-    logp = torch.log_softmax(logits.to(sdt), dim=-1)  # [T, V]
+
+
+@dataclass
+class RowSpan:
+    """Where one sample's output rows sit in a graded forward: batch row `batch_row`, query rows q0..q0+T-1 of
+    the forwarded block (output steps s0..s0+T-1, emitted ids `target`), keys 0..keys-1."""
+
+    prepared: PreparedInput
+    target: torch.Tensor  # [T]
+    batch_row: int
+    q0: int
+    keys: int
+    s0: int = 0
+
+    @property
+    def t(self) -> int:
+        """Number of output rows."""
+        return int(self.target.shape[0])
+
+    def view(self, x: torch.Tensor) -> torch.Tensor:
+        """This span's [H, T, keys] part of a recorded [B, H, Q, K] tensor."""
+        return x[self.batch_row, :, self.q0 : self.q0 + self.t, : self.keys]
+
+
+def graded_results(
+    bundle: ModelBundle,
+    logits: torch.Tensor,
+    records: dict[int, torch.Tensor],
+    spans: list[RowSpan],
+    heads: HeadsMode,
+    keep_rows: bool,
+    candidates: int,
+) -> list[PassResult]:
+    """One PassResult per span from a graded forward's logits [B, Q, V] and recorded probabilities: one backward
+    of every span's summed losses (rows of a batch never mix, so each row gets exactly its own gradients), one
+    more per candidate rank, and the reductions of each span's rows."""
+    probs = [records[i] for i in sorted(records)]
+    logps = [_logprobs(bundle, logits[sp.batch_row, sp.q0 : sp.q0 + sp.t], sp) for sp in spans]
+    grads = _span_grads(bundle, probs, spans, logps, [sp.target for sp in spans], retain=candidates > 0)
+    a_rows = [[sp.view(p).detach() for p in probs] for sp in spans]  # per span, per layer [H, T, keys]
+    results = []
+    for sp, lp, a in zip(spans, logps, a_rows, strict=True):
+        sums, rows = _reduce(sp, a, [sp.view(g) for g in grads], heads, SUM_COLUMNS, keep_rows)
+        results.append(PassResult(logprobs=lp.detach(), sums=_to_numpy(sums), rows=rows))
+    if candidates > 0:
+        _candidates(bundle, probs, spans, logps, grads, a_rows, results, heads, candidates)
+    return results
+
+
+def _logprobs(bundle: ModelBundle, logits: torch.Tensor, span: RowSpan) -> torch.Tensor:
+    """[T, V] log-softmax in the softmax dtype; SampleError on non-finite logits."""
+    logp = torch.log_softmax(logits.to(softmax_dtype(logits.dtype)), dim=-1)
     if not bool(torch.isfinite(logp).all()):
         raise SampleError(
-            f"sample {prepared.sample_id!r}: non-finite logits in {str(bundle.dtype).replace('torch.', '')}; "
+            f"sample {span.prepared.sample_id!r}: non-finite logits in {str(bundle.dtype).replace('torch.', '')}; "
             "rerun with --dtype float32"
         )
-    layers = sorted(ctx.records)
-    probs = [ctx.records[i] for i in layers]
-    steps = torch.arange(t, device=full.device)
-    q0 = o - 1 + s0 - start  # first query row of interest inside the forwarded block
-    target = out[0, s0:s1]
-    loss = -logp[steps, target].sum()
-    raw = torch.autograd.grad(loss, probs, retain_graph=candidates > 0, allow_unused=True)
-    grads = [g if g is not None else torch.zeros_like(p) for g, p in zip(raw, probs, strict=True)]
-    _check_finite(grads, bundle.dtype, prepared.sample_id)
+    return logp
 
-    causal, outm = _masks(stop, o, s0, t, full.device)
-    seg = prepared.segments
-    cols: dict[str, list[torch.Tensor]] = {c: [] for c in SUM_COLUMNS}
+
+def _span_grads(
+    bundle: ModelBundle,
+    probs: list[torch.Tensor],
+    spans: list[RowSpan],
+    logps: list[torch.Tensor],
+    targets: list[torch.Tensor],
+    retain: bool,
+) -> list[torch.Tensor]:
+    """dL/dA per layer for L = sum over spans of -logp[step, target[step]]; SampleError naming the first span
+    with a non-finite gradient."""
+    loss = sum(
+        -lp[torch.arange(sp.t, device=lp.device), tg].sum()
+        for sp, lp, tg in zip(spans, logps, targets, strict=True)
+    )
+    raw = torch.autograd.grad(loss, probs, retain_graph=retain, allow_unused=True)
+    grads = [g if g is not None else torch.zeros_like(p) for g, p in zip(raw, probs, strict=True)]
+    for sp in spans:
+        _check_finite([g[sp.batch_row] for g in grads], bundle.dtype, sp.prepared.sample_id)
+    return grads
+
+
+def _reduce(
+    span: RowSpan,
+    a_rows: list[torch.Tensor],
+    g_rows: list[torch.Tensor],
+    heads: HeadsMode,
+    columns: tuple[str, ...],
+    keep_rows: bool,
+) -> tuple[dict[str, torch.Tensor], list[torch.Tensor] | None]:
+    """Columns (each [T, L]) and, when asked, the causal rows S_raw [T, keys] per layer of one span."""
+    o = span.prepared.n_input
+    causal, outm = _masks(span.keys, o, span.s0, span.t, a_rows[0].device)
+    cols: dict[str, list[torch.Tensor]] = {c: [] for c in columns}
     rows: list[torch.Tensor] | None = [] if keep_rows else None
-    a_rows = [p[0][:, q0:, :].detach() for p in probs]  # [H, T, stop] per layer
-    for a, g in zip(a_rows, grads, strict=True):
-        s = heads_reduce(a, g[0][:, q0:, :], heads)
-        for col, v in _segment_sums(s, seg, causal, outm, o + s0).items():
-            cols[col].append(v)
-        cols["attn_out_sum"].append((a.mean(0) * outm).sum(-1))
+    for a, g in zip(a_rows, g_rows, strict=True):
+        s = heads_reduce(a, g, heads)
+        for col, v in _segment_sums(s, span.prepared.segments, causal, outm, o + span.s0).items():
+            if col in cols:
+                cols[col].append(v)
+        if "attn_out_sum" in cols:
+            cols["attn_out_sum"].append((a.mean(0) * outm).sum(-1))
         if rows is not None:
             rows.append(s * causal)
-    sums = {k: torch.stack(v, dim=1).float().cpu().numpy() for k, v in cols.items()}
-    result = PassResult(logprobs=logp.detach(), sums=sums, rows=rows)
+    return {k: torch.stack(v, dim=1) for k, v in cols.items()}, rows
 
-    if candidates > 0:
-        k = min(candidates, logp.shape[-1])
-        top = torch.topk(logp.detach(), k, dim=-1)
-        result.cand_ids = top.indices.cpu().numpy()
-        result.cand_probs = top.values.exp().float().cpu().numpy()
-        per: dict[str, list[torch.Tensor]] = {c: [] for c in CAND_COLUMNS}
-        # Greedy decoding: rank 0 is the generated token everywhere, its gradients are the ones above.
-        reuse0 = bool((top.indices[:, 0] == target).all())
-        last = k - 1
-        for r in range(k):
-            if r == 0 and reuse0:
-                g_r = grads
-            else:
-                loss_r = -logp[steps, top.indices[:, r]].sum()
-                raw_r = torch.autograd.grad(loss_r, probs, retain_graph=r < last, allow_unused=True)
-                g_r = [g if g is not None else torch.zeros_like(p) for g, p in zip(raw_r, probs, strict=True)]
-                _check_finite(g_r, bundle.dtype, prepared.sample_id)
-            layer_vals: dict[str, list[torch.Tensor]] = {c: [] for c in CAND_COLUMNS}
-            for a, g in zip(a_rows, g_r, strict=True):
-                d = _segment_sums(heads_reduce(a, g[0][:, q0:, :], heads), seg, causal, outm, o + s0)
-                for c in CAND_COLUMNS:
-                    layer_vals[c].append(d[c])
+
+def _to_numpy(cols: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {k: v.float().cpu().numpy() for k, v in cols.items()}
+
+
+def _candidates(bundle, probs, spans, logps, grads, a_rows, results, heads, candidates: int) -> None:
+    """Top-k ids, probabilities and per-rank sums of every span (one backward per rank for all spans)."""
+    k = min(candidates, logps[0].shape[-1])
+    tops = [torch.topk(lp.detach(), k, dim=-1) for lp in logps]
+    for res, top in zip(results, tops, strict=True):
+        res.cand_ids = top.indices.cpu().numpy()
+        res.cand_probs = top.values.exp().float().cpu().numpy()
+    # Greedy decoding: rank 0 is the generated token everywhere, its gradients are the ones above.
+    reuse0 = all(bool((top.indices[:, 0] == sp.target).all()) for top, sp in zip(tops, spans, strict=True))
+    per: list[dict[str, list[torch.Tensor]]] = [{c: [] for c in CAND_COLUMNS} for _ in spans]
+    for r in range(k):
+        g_r = (
+            grads
+            if r == 0 and reuse0
+            else _span_grads(
+                bundle, probs, spans, logps, [top.indices[:, r] for top in tops], retain=r < k - 1
+            )
+        )
+        for i, sp in enumerate(spans):
+            d, _ = _reduce(sp, a_rows[i], [sp.view(g) for g in g_r], heads, CAND_COLUMNS, False)
             for c in CAND_COLUMNS:
-                per[c].append(torch.stack(layer_vals[c], dim=1))  # [T, L]
-        result.cand_sums = {c: torch.stack(v, dim=1).float().cpu().numpy() for c, v in per.items()}  # [T,K,L]
-    del probs, grads, ctx
-    return result
+                per[i][c].append(d[c])  # [T, L]
+    for res, cols in zip(results, per, strict=True):
+        res.cand_sums = _to_numpy({c: torch.stack(v, dim=1) for c, v in cols.items()})  # [T, K, L]
