@@ -248,6 +248,35 @@ class ModelConfig:
         return self
 
 
+#: `--batch-size auto`: at most this many samples per batch, fewer when `--max-batch-tokens` says so.
+AUTO_MAX_BATCH = 32
+#: Default `--max-batch-tokens` (padded input + new tokens summed over the rows of a batch) per device type.
+DEFAULT_MAX_BATCH_TOKENS = {"cpu": 4096, "cuda": 32768}
+
+
+@dataclass
+class BatchConfig:
+    """How many samples share one forward (docs/capture.md, "Batches"); numbers never depend on it."""
+
+    size: int | Literal["auto"] = "auto"  # rows per batch; "auto": up to AUTO_MAX_BATCH within max_tokens
+    max_tokens: int | None = None  # cap on rows x (longest input + max_new_tokens); None: per-device default
+
+    def validate(self) -> BatchConfig:
+        """Itself, checked (one line naming the flag otherwise)."""
+        if self.size != "auto":
+            _int_at_least("--batch-size", self.size, 1, "or auto")
+        if self.max_tokens is not None:
+            _int_at_least("--max-batch-tokens", self.max_tokens, 1, "or leave it out for the device default")
+        return self
+
+    def limits(self, device: str) -> tuple[int, int]:
+        """(most rows, most padded tokens) of one batch on `device` ("cpu", "cuda", "cuda:1", ...)."""
+        kind = "cuda" if str(device).startswith("cuda") else "cpu"
+        tokens = self.max_tokens if self.max_tokens is not None else DEFAULT_MAX_BATCH_TOKENS[kind]
+        rows = AUTO_MAX_BATCH if self.size == "auto" else int(self.size)
+        return rows, tokens
+
+
 @dataclass
 class CaptureConfig:
     """Everything `saliency-lab capture` takes."""
@@ -265,11 +294,13 @@ class CaptureConfig:
     # Scale (docs/capture.md, "Scale"): CPU threads (None: saliency_lab.threads' default). "auto" shards
     # come from the launcher (saliency_lab.launch) and are resolved by `saliency_lab.run.capture`.
     threads: int | None = None
+    batch: BatchConfig = field(default_factory=BatchConfig)
 
     def validate(self) -> CaptureConfig:
         """All settings that need no model; raises SaliencyLabError before anything is read or written."""
         if self.threads is not None:
             _int_at_least("--threads", self.threads, 1, "or leave it out for the default")
+        self.batch.validate()
         if self.shard == "auto":
             raise SaliencyLabError("--shard auto: resolve it first (saliency_lab.run.capture does, from torchrun "
                                    "or SLURM variables)")

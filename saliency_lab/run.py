@@ -205,6 +205,35 @@ def _default_load(model_cfg: ModelConfig, quiet: bool = False) -> Any:
         ) from None
 
 
+def _outcome(sample_fn: CaptureFn, bundle: Any, sample: ManifestSample, cfg: CaptureConfig,
+             run_id: str) -> _Result | Exception:
+    """One sample's result, or the exception that failed it (KeyboardInterrupt and the like still stop)."""
+    try:
+        return sample_fn(bundle, sample, cfg.decoding, cfg.saliency, run_id)
+    except Exception as exc:
+        return exc
+
+
+def _tables_of(outcome: _Result | Exception, sample: ManifestSample, run_id: str, seconds: float,
+               classes: Counter[str]) -> dict[str, pa.Table]:
+    """The tables to commit for one sample: its captured tables, or its error row (the class counted)."""
+    if isinstance(outcome, Exception):
+        classes[type(outcome).__name__] += 1
+        reason = str(outcome) if isinstance(outcome, SampleError) else (
+            f"sample {sample.sample_id!r}: {type(outcome).__name__}: {outcome}")
+        return {"samples": error_row(run_id, sample, reason, seconds)}
+    tables = dict(outcome.tables)
+    tables["samples"] = _with_manifest_fields(tables["samples"], sample)
+    return tables
+
+
+def _capture_batch(bundle: Any, samples: list[ManifestSample], decoding: DecodingConfig, sal: SaliencyConfig,
+                   run_id: str, *, rows: int, tokens: int) -> list[Any]:
+    from saliency_lab.pipeline.batch import capture_batch
+
+    return list(capture_batch(bundle, samples, decoding, sal, run_id, rows=rows, tokens=tokens))
+
+
 def _default_capture() -> CaptureFn:
     from saliency_lab.pipeline import capture_sample
 
@@ -270,6 +299,8 @@ def capture(
     sample_fn = capture_fn or _default_capture()
     info = build_run_info(cfg, run_id, bundle.info(), manifest.path, manifest.sha256)
     info["threads"] = threads  # of the process that created run.json; other shards may differ
+    rows, tokens = cfg.batch.limits(cfg.model.device)
+    info["batch"] = {"size": cfg.batch.size, "max_rows": rows, "max_tokens": tokens}  # never changes numbers
     write_or_check_run_info(run_dir, info)
 
     lock = ShardLock(run_dir, k)
@@ -287,35 +318,35 @@ def capture(
         progress = Progress(len(todo), desc=f"capture {run_id}" + (f" [{k}/{n_shards}]" if n_shards > 1 else ""),
                             quiet=cfg.quiet)
         try:
-            for sample in todo:
-                _seed_everything(sample_seed(cfg.decoding.seed, sample.sample_id))
+            rows, tokens = cfg.batch.limits(cfg.model.device)
+            step = 1 if capture_fn is not None else rows  # injected per-sample captures run one by one
+            for start in range(0, len(todo), step):
+                chunk = todo[start:start + step]
+                _seed_everything(sample_seed(cfg.decoding.seed, chunk[0].sample_id))
                 ts = time.perf_counter()
-                try:
-                    result = sample_fn(bundle, sample, cfg.decoding, cfg.saliency, run_id)
-                    tables = dict(result.tables)
-                    tables["samples"] = _with_manifest_fields(tables["samples"], sample)
-                    stats = getattr(result, "stats", None) or {}
+                if capture_fn is None and len(chunk) > 1:
+                    outcomes = _capture_batch(bundle, chunk, cfg.decoding, cfg.saliency, run_id, rows=rows,
+                                              tokens=tokens)
+                else:
+                    outcomes = [_outcome(sample_fn, bundle, s, cfg, run_id) for s in chunk]
+                each = (time.perf_counter() - ts) / len(chunk)
+                for sample, outcome in zip(chunk, outcomes, strict=True):
+                    tables = _tables_of(outcome, sample, run_id, each, classes)
+                    stats = getattr(outcome, "stats", None) or {}
                     diff = stats.get("verify_max_abs_diff")
                     if diff is not None:
                         verify_diff = max(float(diff), verify_diff or 0.0)
                     if "decayed_steps" in stats:
                         decayed[sample.sample_id] = list(stats["decayed_steps"])
-                except SampleError as exc:
-                    classes[type(exc).__name__] += 1
-                    tables = {"samples": error_row(run_id, sample, str(exc), time.perf_counter() - ts)}
-                except Exception as exc:  # one sample's failure never stops the run; the class is kept
-                    classes[type(exc).__name__] += 1
-                    reason = f"sample {sample.sample_id!r}: {type(exc).__name__}: {exc}"
-                    tables = {"samples": error_row(run_id, sample, reason, time.perf_counter() - ts)}
-                status = tables["samples"].column("status")[0].as_py()
-                if status == "ok":
-                    ok += 1
-                else:
-                    err += 1
-                    if sum(classes.values()) < err:  # the capture itself returned an error row
-                        classes["error row"] += 1
-                writer.add(tables)
-                progress.update(1, ok=ok, error=err)
+                    status = tables["samples"].column("status")[0].as_py()
+                    if status == "ok":
+                        ok += 1
+                    else:
+                        err += 1
+                        if sum(classes.values()) < err:  # the capture itself returned an error row
+                            classes["error row"] += 1
+                    writer.add(tables)
+                    progress.update(1, ok=ok, error=err)
         finally:
             # Reached on success, Ctrl-C and crashes alike: complete samples are committed, never lost.
             writer.flush()

@@ -9,6 +9,7 @@ from typing import Any
 
 from saliency_lab.cli._threads import add_threads_arg
 from saliency_lab.config import (
+    BatchConfig,
     CaptureConfig,
     DecodingConfig,
     LocoREConfig,
@@ -19,6 +20,16 @@ from saliency_lab.config import (
 )
 from saliency_lab.errors import EXIT_NO_SAMPLE, SaliencyLabError
 from saliency_lab.store.calibration import Calibration
+
+
+def _batch_size(text: str) -> int | str:
+    """`--batch-size`: a positive integer or auto (range checked by BatchConfig.validate)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use a positive integer or auto") from None
 
 
 def _shard(text: str) -> tuple[int, int] | str:
@@ -74,6 +85,12 @@ def register(subparsers: Any) -> None:
     m.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
     m.add_argument("--revision", help="model revision recorded in run.json")
     add_threads_arg(m)
+    m.add_argument("--batch-size", type=_batch_size, default="auto", metavar="N|auto",
+                   help="samples decoded and passed together (same numbers as one at a time; default auto: up to "
+                        "32 within --max-batch-tokens)")
+    m.add_argument("--max-batch-tokens", type=int, default=None, metavar="T",
+                   help="cap on rows x (longest input + max new tokens) per batch (default: 4096 on CPU, 32768 "
+                        "on CUDA)")
 
     d = p.add_argument_group("decoding")
     d.add_argument("--max-new-tokens", type=int, default=64)
@@ -166,6 +183,7 @@ def config_from_args(args: argparse.Namespace) -> CaptureConfig:
         samples_per_part=args.samples_per_part,
         quiet=args.quiet,
         threads=args.threads,
+        batch=BatchConfig(size=args.batch_size, max_tokens=args.max_batch_tokens),
     )
 
 

@@ -99,6 +99,10 @@ class DecayObserver:
         """The rule's layers (empty for fixed steps)."""
         return list(self.layers)
 
+    def likely_requests(self, ctx: StepContext, token_id: int) -> list[int]:
+        """The emitted token, when the online rule reads it at this step."""
+        return [token_id] if self.layers and ctx.step >= 1 else []
+
     def on_token(self, ctx: StepContext, token_id: int) -> None:
         """Online rule: decay the token from the next forward on when its prev saliency exceeds the threshold."""
         value = None

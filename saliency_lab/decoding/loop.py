@@ -225,11 +225,7 @@ class CachedDecoder:
 
     def selection_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Logits candidates are chosen from: the model's, with never-emit ids (image placeholders) removed."""
-        out = logits.detach()
-        if self.suppress:
-            out = out.clone()
-            out[self.suppress] = -torch.inf
-        return out
+        return without_suppressed(logits, self.suppress)
 
     def _hidden_grad(self, logp: torch.Tensor, token_id: int) -> torch.Tensor:
         """dL/dh for L = -logp[token_id] through the linear head: W^T p - W[token_id]."""
@@ -258,32 +254,49 @@ class CachedDecoder:
             raise RuntimeError("row_stats needs a step run with grad=True through the requested layers")
         probs = [self.tap.records[i] for i in layers]
         if self.hidden is not None:
-            grads = torch.autograd.grad(self.hidden, probs, grad_outputs=self._hidden_grad(logp, token_id),
-                                        retain_graph=retain, allow_unused=True)
+            raw = torch.autograd.grad(self.hidden, probs, grad_outputs=self._hidden_grad(logp, token_id),
+                                      retain_graph=retain, allow_unused=True)
         else:
-            grads = torch.autograd.grad(-logp[token_id], probs, retain_graph=retain, allow_unused=True)
-        q = self.length - 1
-        o = self.output_start
-        seg = self.prepared.segments
-        out_sum, prev, l2, sys_sum, img_sum, prompt_sum = [], [], [], [], [], []
-        for a, g in zip(probs, grads, strict=True):
-            g = torch.zeros_like(a) if g is None else g
-            if not bool(torch.isfinite(g).all()):
-                raise SampleError(
-                    f"sample {self.prepared.sample_id!r}: non-finite attention gradients in "
-                    f"{str(self.bundle.dtype).replace('torch.', '')} while decoding; rerun with --dtype float32"
-                )
-            s = heads_reduce(a[0, :, -1:, :].detach(), g[0, :, -1:, :], heads)[0].double()  # [q + 1]
-            out_sum.append(s[o:q + 1].sum())
-            prev.append(s[q])
-            l2.append(torch.linalg.vector_norm(s))
-            # Segment bounds as in the saliency pass (single_pass._segment_sums); all lie before q.
-            sys_sum.append(s[seg["system"][0]:seg["system"][1]].sum())
-            img_sum.append(s[seg["image"][0]:seg["image"][1]].sum())
-            prompt_sum.append(s[seg["prompt"][0]:seg["prompt"][1]].sum())
-        return RowStats(layers, torch.stack(out_sum), torch.stack(prev), torch.stack(l2), step=q - o + 1,
-                        sys_sum=torch.stack(sys_sum), img_sum=torch.stack(img_sum),
-                        prompt_sum=torch.stack(prompt_sum))
+            raw = torch.autograd.grad(-logp[token_id], probs, retain_graph=retain, allow_unused=True)
+        grads = [torch.zeros_like(a) if g is None else g for a, g in zip(probs, raw, strict=True)]
+        pairs = [(a[0, :, -1:, :], g[0, :, -1:, :]) for a, g in zip(probs, grads, strict=True)]
+        return newest_row_stats(layers, pairs, self.prepared, self.bundle.dtype, heads)
+
+
+def without_suppressed(logits: torch.Tensor, suppress: Sequence[int]) -> torch.Tensor:
+    """The logits detached, with the never-emit ids (image placeholders) at -inf."""
+    out = logits.detach()
+    if suppress:
+        out = out.clone()
+        out[list(suppress)] = -torch.inf
+    return out
+
+
+def newest_row_stats(layers: list[int], pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                     prepared: PreparedInput, dtype: torch.dtype, heads: HeadsMode) -> RowStats:
+    """RowStats of the newest query row of one sequence from (A, dL/dA) of that row per layer, each [H, 1, q + 1]
+    (keys 0..q of the sequence alone: a batched caller cuts its pad columns off first)."""
+    o = prepared.n_input
+    seg = prepared.segments
+    out_sum, prev, l2, sys_sum, img_sum, prompt_sum = [], [], [], [], [], []
+    q = -1
+    for a, g in pairs:
+        if not bool(torch.isfinite(g).all()):
+            raise SampleError(
+                f"sample {prepared.sample_id!r}: non-finite attention gradients in "
+                f"{str(dtype).replace('torch.', '')} while decoding; rerun with --dtype float32"
+            )
+        s = heads_reduce(a.detach(), g, heads)[0].double()  # [q + 1]
+        q = int(s.shape[0]) - 1
+        out_sum.append(s[o:q + 1].sum())
+        prev.append(s[q])
+        l2.append(torch.linalg.vector_norm(s))
+        # Segment bounds as in the saliency pass (single_pass._segment_sums); all lie before q.
+        sys_sum.append(s[seg["system"][0]:seg["system"][1]].sum())
+        img_sum.append(s[seg["image"][0]:seg["image"][1]].sum())
+        prompt_sum.append(s[seg["prompt"][0]:seg["prompt"][1]].sum())
+    return RowStats(layers, torch.stack(out_sum), torch.stack(prev), torch.stack(l2), step=q - o + 1,
+                    sys_sum=torch.stack(sys_sum), img_sum=torch.stack(img_sum), prompt_sum=torch.stack(prompt_sum))
 
 
 def make_generator(decoding: DecodingConfig, sample_id: str) -> torch.Generator:

@@ -26,6 +26,10 @@ class GreedyPolicy:
         """None: greedy reads no saliency."""
         return []
 
+    def likely_requests(self, ctx: StepContext) -> list[int]:
+        """None: greedy reads no saliency."""
+        return []
+
     def choose(self, ctx: StepContext) -> int:
         """argmax of the step's logits (never-emit ids excluded)."""
         return int(torch.argmax(ctx.selection_logits()))
@@ -42,6 +46,10 @@ class SamplePolicy:
         self.temperature = float(temperature)
 
     def grad_layers(self) -> list[int]:
+        """None: sampling reads no saliency."""
+        return []
+
+    def likely_requests(self, ctx: StepContext) -> list[int]:
         """None: sampling reads no saliency."""
         return []
 

@@ -9,17 +9,33 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 
 from saliency_lab.config import DecodingConfig, HeadsMode
-from saliency_lab.decoding.loop import CachedDecoder, RowStats
+from saliency_lab.decoding.loop import RowStats
 from saliency_lab.decoding.result import DecodeResult
 
 if TYPE_CHECKING:
-    from saliency_lab.models.base import ModelBundle
+    from saliency_lab.models.base import ModelBundle, PreparedInput
+
+
+class Decoder(Protocol):
+    """What a step sees of the decoder of its sample: `loop.CachedDecoder` alone, or one row of a
+    `batch.BatchDecoder`."""
+
+    prepared: PreparedInput
+
+    def selection_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """The logits with never-emit ids at -inf, detached."""
+        ...
+
+    def row_stats(self, logp: torch.Tensor, token_id: int, heads: HeadsMode, retain: bool = True,
+                  layers: Sequence[int] | None = None) -> RowStats:
+        """Saliency sums of the newest query row for candidate `token_id`."""
+        ...
 
 
 class StepContext:
     """What a policy or an observer sees at one output step (the decoder, the step's logits, the generator)."""
 
-    def __init__(self, decoder: CachedDecoder, generator: torch.Generator, heads: HeadsMode) -> None:
+    def __init__(self, decoder: Decoder, generator: torch.Generator, heads: HeadsMode) -> None:
         self.decoder = decoder
         self.generator = generator
         self.heads = heads
@@ -57,6 +73,12 @@ class StepPolicy(Protocol):
         """Layers the policy reads saliency from while decoding (empty: it needs no gradients)."""
         ...
 
+    def likely_requests(self, ctx: StepContext) -> list[int]:
+        """Candidates `choose` will most likely ask `ctx.row_stats` for at this step (without drawing from
+        `ctx.generator`). A batched loop computes them for all rows in one backward; a wrong or empty hint
+        costs time, never changes a token."""
+        ...
+
     def choose(self, ctx: StepContext) -> int:
         """The token id emitted at `ctx.step`."""
         ...
@@ -75,6 +97,11 @@ class DecodeObserver(Protocol):
 
     def grad_layers(self) -> list[int]:
         """Layers the observer reads saliency from while decoding (empty: none)."""
+        ...
+
+    def likely_requests(self, ctx: StepContext, token_id: int) -> list[int]:
+        """Candidates `on_token` will ask `ctx.row_stats` for once `token_id` is chosen (a hint, like the
+        policy's)."""
         ...
 
     def on_token(self, ctx: StepContext, token_id: int) -> None:
@@ -111,6 +138,10 @@ class HookObserver:
         return list(self.hooks)
 
     def grad_layers(self) -> list[int]:
+        """None: plain hooks read no saliency."""
+        return []
+
+    def likely_requests(self, ctx: StepContext, token_id: int) -> list[int]:
         """None: plain hooks read no saliency."""
         return []
 

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
+
 from saliency_lab.config import DecodingConfig, SGRSConfig
 from saliency_lab.decoding.loop import target_layers
 from saliency_lab.decoding.protocols import StepContext, register_policy
 from saliency_lab.decoding.result import DecisionLog, DecodeResult
-from saliency_lab.decoding.selection import sgrs_select, sgrs_threshold, top_k_candidates
+from saliency_lab.decoding.selection import draw_index, sgrs_select, sgrs_threshold, top_k_candidates
 from saliency_lab.errors import SampleError
 
 if TYPE_CHECKING:
@@ -42,6 +44,17 @@ class SGRSPolicy:
     def grad_layers(self) -> list[int]:
         """The SGRS target layers (`--sgrs-layers`, default the upper half)."""
         return list(self.layers)
+
+    def likely_requests(self, ctx: StepContext) -> list[int]:
+        """The first draw (peeked with a copy of the generator): most steps accept it."""
+        if ctx.step == 0:
+            return []
+        cands = top_k_candidates(ctx.selection_logits(), self.cfg.k, self.temperature)
+        if not cands.ids:
+            return []
+        peek = torch.Generator()
+        peek.set_state(ctx.generator.get_state())
+        return [cands.ids[draw_index(cands.probs, peek)]]
 
     def choose(self, ctx: StepContext) -> int:
         """Draw up to R top-K candidates, accept the first whose score reaches tau (else the best-scoring)."""

@@ -26,7 +26,7 @@ __all__ = ["CONVENTIONS", "RUN_JSON", "build_run_info", "read_run_info", "write_
 
 # Fields that may differ between the processes filling one run (they do not change the numbers, or they
 # describe the process rather than the run). Everything else must match exactly.
-_VOLATILE_TOP = ("created_at", "created_by", "toolkit_version", "threads")
+_VOLATILE_TOP = ("created_at", "created_by", "toolkit_version", "threads", "batch")
 # The model is identified by its weights hash, not by where it sits: shards on other machines (or a
 # resume from another working directory) load the same weights from another path.
 _VOLATILE_MODEL = ("device", "id", "path")

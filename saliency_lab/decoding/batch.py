@@ -1,0 +1,304 @@
+"""`decode_batch`: the one generation path for several samples at once (docs/capture.md, "Batches").
+
+The loop is `engine.decode`'s, row by row: each row keeps its own policy, observers, attention hooks and
+`torch.Generator` (seeded from its sample id), and sees its own logits; only the forwards are shared. So a row
+emits the tokens it emits at batch size 1 (greedy and sampling alike: the draws come from the row's generator),
+and resume, shards and batch sizes all agree.
+
+The batch is left-padded (`saliency.batch`): one new token per row is one new column. Pad keys are masked, each
+real token keeps its own position, each row's hooks run on that row alone (`RowHooks`). A row that has finished
+(EOS or max_new_tokens) leaves the batch: its cache rows are dropped, so the steps after it cost what the live
+rows cost.
+
+Saliency while decoding (SGRS scores, the decay's online rule) needs one backward per scored candidate. A
+backward through a batched forward costs the whole batch, so the loop asks each policy and observer which rows
+they will most likely score (`StepPolicy.likely_requests`, `DecodeObserver.likely_requests`: SGRS's first draw,
+the decay's emitted token) and computes all of them in one backward (rows are independent: row b's gradient is
+its own loss's). A request no hint foresaw (an SGRS re-draw after a rejection) runs its own backward of that
+row's loss through the batch graph: exact, slower. The hints change the cost, never a number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from saliency_lab.config import DecodingConfig, HeadsMode
+from saliency_lab.decoding.engine import Attention, make_policy
+from saliency_lab.decoding.hooks import observers_for
+from saliency_lab.decoding.loop import GradTap, RowStats, make_generator, newest_row_stats, without_suppressed
+from saliency_lab.decoding.protocols import DecodeObserver, HookObserver, StepContext, StepPolicy
+from saliency_lab.decoding.result import DecodeResult
+from saliency_lab.saliency.attention import intervention_context, use_attention
+from saliency_lab.saliency.batch import collate_inputs, row_hooks
+
+if TYPE_CHECKING:
+    from saliency_lab.models.base import ModelBundle, PreparedInput
+
+
+class BatchDecoder:
+    """Left-padded rows sharing one KV cache; the live rows shrink as rows finish."""
+
+    def __init__(self, bundle: ModelBundle, items: Sequence[PreparedInput], hooks: Sequence[Sequence[Any]],
+                 grad_layers: Sequence[int] = (), attention: str = "ours", heads: HeadsMode = "sum_abs") -> None:
+        self.bundle = bundle
+        self.model = bundle.model
+        self.adapter = bundle.adapter
+        self.items = list(items)
+        self.batch = collate_inputs(bundle, self.items, left=True)
+        self.row_hook_lists = [list(h) for h in hooks]
+        self.tap = GradTap(grad_layers)
+        self.attention = attention
+        self.heads = heads
+        if attention != "ours" and (any(self.row_hook_lists) or grad_layers):
+            raise ValueError("hooks and gradients need attention='ours'")
+        self.head = self.adapter.logits_head(self.model)
+        self.cache_arg = self.adapter.cache_kwarg(self.model)
+        self.suppress = list(self.adapter.suppressed_token_ids(bundle))
+        self.live = list(range(len(self.items)))  # the sample (item index) of each batch row
+        self.mask = self.batch.attention_mask
+        self.next_pos: torch.Tensor = torch.zeros(0)
+        self.cache: Any = None
+        self.hidden: torch.Tensor | None = None
+        self._wtp: dict[int, torch.Tensor] = {}  # W^T p per batch row of the newest step
+        self._memo: dict[tuple[int, int], RowStats] = {}  # (batch row, token) -> stats at every tapped layer
+
+    # ---- forwards ----------------------------------------------------------------------------------
+    def _hooks(self) -> list[Any]:
+        pads = [self.batch.pads[r] for r in self.live]
+        hooks = row_hooks([self.row_hook_lists[r] for r in self.live], pads)
+        return hooks + ([self.tap] if self.tap.layers else [])
+
+    def active(self) -> contextlib.AbstractContextManager[Any]:
+        """Route the language model through our attention function (a no-op on the sdpa baseline)."""
+        return use_attention(self.bundle) if self.attention == "ours" else contextlib.nullcontext()
+
+    def prefill(self) -> torch.Tensor:
+        """Forward every row's whole input (no gradient); logits [B, V] predicting output step 0."""
+        b = self.batch
+        self.adapter.reset_state(self.model)
+        pos, self.next_pos = self.adapter.batch_positions(self.model, b.input_ids, b.attention_mask, b.model_kwargs)
+        hooks = row_hooks(self.row_hook_lists, b.pads)
+        on_prompt = any(getattr(h, "acts_on_prompt", True) for h in hooks)
+        routed = self.attention == "ours" and on_prompt
+        ctx = contextlib.ExitStack()
+        if routed:
+            ctx.enter_context(use_attention(self.bundle))
+            ctx.enter_context(intervention_context("plain", hooks))
+        with torch.no_grad(), ctx:
+            out = self.model(input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=pos,
+                             **b.model_kwargs, use_cache=True, logits_to_keep=1)
+        self.cache = self.adapter.output_cache(out)
+        return out.logits[:, -1]
+
+    def step(self, tokens: Sequence[int], grad: bool) -> torch.Tensor:
+        """Feed one token per live row; logits [live, V] at the new position."""
+        dev = self.batch.input_ids.device
+        ids = torch.tensor([[int(t)] for t in tokens], dtype=torch.long, device=dev)
+        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
+        pos = self.adapter.step_positions(self.next_pos)
+        self.next_pos = self.next_pos + 1
+        self.tap.records.clear()
+        self._memo.clear()
+        self.hidden = None
+        self._wtp = {}
+        kwargs = {self.cache_arg: self.cache, "attention_mask": self.mask, "position_ids": pos, "use_cache": True}
+        ctx = intervention_context("plain", self._hooks()) if self.attention == "ours" else contextlib.nullcontext()
+        with torch.set_grad_enabled(grad), ctx:
+            if grad and self.head is not None:
+                base, head = self.head
+                out = base(input_ids=ids, **kwargs)
+                h = out.last_hidden_state[:, -1:, :]
+                with torch.no_grad():
+                    logits = head(h.detach())
+                self.hidden = h
+            else:
+                out = self.model(input_ids=ids, logits_to_keep=1, **kwargs)
+                logits = out.logits
+        self.cache = self.adapter.output_cache(out)
+        if grad:
+            for layer in self.cache.layers:  # past keys/values leave the graph, as in CachedDecoder
+                layer.keys = layer.keys.detach()
+                layer.values = layer.values.detach()
+        return logits[:, -1]
+
+    def keep(self, rows: Sequence[int]) -> None:
+        """Keep only these batch rows (indices into the live rows) for the next steps."""
+        if len(rows) == len(self.live):
+            return
+        idx = torch.tensor(list(rows), dtype=torch.long, device=self.mask.device)
+        for layer in self.cache.layers:
+            layer.batch_select_indices(idx)
+        self.live = [self.live[i] for i in rows]
+        self.mask = self.mask[idx]
+        self.next_pos = self.next_pos[idx]
+
+    # ---- saliency of the newest row -----------------------------------------------------------------
+    def _head_grad(self, row: int, token_id: int, logp_row: torch.Tensor) -> torch.Tensor:
+        """dL/dh of batch row `row` for L = -logp[token_id] through the linear head: W^T p - W[token_id]."""
+        w = self.head[1].weight.detach()  # type: ignore[index]
+        if row not in self._wtp:
+            self._wtp[row] = torch.mv(w.t(), logp_row.detach().exp().to(w.dtype))
+        return self._wtp[row] - w[token_id]
+
+    def compute(self, requests: dict[int, tuple[int, torch.Tensor]]) -> None:
+        """One backward for several rows: {batch row: (token id, that row's log-probabilities)}. Each row's
+        gradient is its own loss's (rows share no position), so every row gets what a batch-1 backward gives;
+        the stats at every tapped layer are kept for `row_stats`."""
+        todo = {r: v for r, v in requests.items() if (r, v[0]) not in self._memo}
+        if not todo:
+            return
+        layers = sorted(self.tap.records)
+        if not layers:
+            raise RuntimeError("row stats need a step run with grad=True")
+        probs = [self.tap.records[i] for i in layers]
+        if self.hidden is not None:
+            gout = torch.zeros_like(self.hidden)
+            for r, (tok, lp) in todo.items():
+                gout[r, -1] = self._head_grad(r, tok, lp)
+            raw = torch.autograd.grad(self.hidden, probs, grad_outputs=gout, retain_graph=True, allow_unused=True)
+        else:
+            loss = torch.stack([-lp[tok] for tok, lp in todo.values()]).sum()
+            raw = torch.autograd.grad(loss, probs, retain_graph=True, allow_unused=True)
+        grads = [torch.zeros_like(a) if g is None else g for a, g in zip(probs, raw, strict=True)]
+        for r, (tok, _) in todo.items():
+            pad = self.batch.pads[self.live[r]]
+            pairs = [(a[r, :, -1:, pad:], g[r, :, -1:, pad:]) for a, g in zip(probs, grads, strict=True)]
+            self._memo[(r, tok)] = newest_row_stats(layers, pairs, self.items[self.live[r]], self.bundle.dtype,
+                                                    self.heads)
+
+    def row_stats(self, row: int, token_id: int, logp_row: torch.Tensor, layers: Sequence[int]) -> RowStats:
+        """RowStats of batch row `row` for candidate `token_id` at `layers` (from the memo when a hint foresaw
+        it, else one backward of this row's loss)."""
+        self.compute({row: (token_id, logp_row)})
+        return _subset(self._memo[(row, token_id)], layers)
+
+
+class RowView:
+    """One sample's view of a BatchDecoder, what a StepContext needs (`saliency_lab.decoding.protocols.Decoder`)."""
+
+    def __init__(self, decoder: BatchDecoder, item: int) -> None:
+        self.decoder = decoder
+        self.item = item
+        self.prepared = decoder.items[item]
+
+    def selection_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """The row's logits with never-emit ids at -inf."""
+        return without_suppressed(logits, self.decoder.suppress)
+
+    def row_stats(self, logp: torch.Tensor, token_id: int, heads: HeadsMode, retain: bool = True,
+                  layers: Sequence[int] | None = None) -> RowStats:
+        """Stats of this sample's newest query row for candidate `token_id`."""
+        dec = self.decoder
+        return dec.row_stats(dec.live.index(self.item), token_id, logp,
+                             sorted(dec.tap.layers) if layers is None else layers)
+
+
+def _subset(r: RowStats, layers: Sequence[int]) -> RowStats:
+    idx = [r.layers.index(int(x)) for x in sorted(set(int(x) for x in layers))]
+    if len(idx) == len(r.layers):
+        return r
+
+    def pick(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t[idx]
+
+    return RowStats([r.layers[i] for i in idx], r.out_sum[idx], r.prev[idx], r.row_l2[idx], r.step,
+                    pick(r.sys_sum), pick(r.img_sum), pick(r.prompt_sum))
+
+
+class _Row:
+    """Per-sample state of the batched loop: policy, observers, step context, tokens so far."""
+
+    def __init__(self, policy: StepPolicy, observers: list[DecodeObserver], ctx: StepContext) -> None:
+        self.policy = policy
+        self.observers = observers
+        self.ctx = ctx
+        self.out: list[int] = []
+
+
+def decode_batch(
+    bundle: ModelBundle,
+    items: Sequence[PreparedInput],
+    cfg: DecodingConfig,
+    *,
+    heads: HeadsMode = "sum_abs",
+    hooks: Sequence[Sequence[Any]] | None = None,
+    attention: Attention = "auto",
+) -> list[DecodeResult]:
+    """`engine.decode` for several samples at once (see the module docstring); one result per item, each equal to
+    what `decode` returns for that item alone (tokens, decisions, decayed steps; `stats["seconds"]` is the
+    batch's). `hooks` adds per-item attention hooks after the configured ones."""
+    cfg.validate(bundle.n_layers)
+    rows: list[_Row] = []
+    row_hooks_: list[list[Any]] = []
+    layer_set: set[int] = set()
+    for i, p in enumerate(items):
+        policy = make_policy(bundle, cfg)
+        observers: list[DecodeObserver] = list(observers_for(cfg, p.n_input, bundle.n_layers))
+        if hooks and hooks[i]:
+            observers.append(HookObserver(hooks[i]))
+        row_hooks_.append([h for ob in observers for h in ob.attention_hooks()])
+        layer_set.update(policy.grad_layers(), *(ob.grad_layers() for ob in observers))
+        rows.append(_Row(policy, observers, StepContext(_Pending(), make_generator(cfg, p.sample_id), heads)))
+    layers = sorted(layer_set)
+    if attention == "auto":
+        attention = "ours" if (any(row_hooks_) or layers) else "sdpa"
+    dec = BatchDecoder(bundle, items, row_hooks_, layers, attention, heads)
+    for i, row in enumerate(rows):
+        row.ctx.decoder = RowView(dec, i)
+    eos = set(bundle.adapter.eos_token_ids(bundle))
+    t0 = time.perf_counter()
+    logits = dec.prefill()
+    with dec.active():
+        for step in range(cfg.max_new_tokens):
+            live = [rows[i] for i in dec.live]
+            for b, row in enumerate(live):
+                row.ctx.begin(step, logits[b])
+            if layers and step >= 1:
+                dec.compute({b: (tok, row.ctx.logprobs()) for b, row in enumerate(live)
+                             for tok in row.policy.likely_requests(row.ctx)[:1]})
+            chosen = [row.policy.choose(row.ctx) for row in live]
+            if layers and step >= 1:
+                dec.compute({b: (tok, row.ctx.logprobs()) for b, (row, t) in enumerate(zip(live, chosen, strict=True))
+                             for ob in row.observers for tok in ob.likely_requests(row.ctx, t)[:1]})
+            keep = []
+            for b, (row, tok) in enumerate(zip(live, chosen, strict=True)):
+                for ob in row.observers:
+                    ob.on_token(row.ctx, tok)
+                row.out.append(tok)
+                if tok not in eos and len(row.out) < cfg.max_new_tokens:
+                    keep.append(b)
+            if not keep:
+                break
+            dec.keep(keep)
+            logits = dec.step([chosen[b] for b in keep], grad=bool(layers))
+    seconds = time.perf_counter() - t0
+    results = []
+    for row, row_hooks_i in zip(rows, row_hooks_, strict=True):
+        result = DecodeResult(output_ids=row.out, hooks=row_hooks_i)
+        result.stats["seconds"] = seconds
+        result.stats["backward_passes"] = row.ctx.backward_passes
+        row.policy.finish(result)
+        for ob in row.observers:
+            ob.finish(result)
+        results.append(result)
+    return results
+
+
+class _Pending:
+    """Placeholder decoder of a StepContext until the batch decoder exists (never used for a step)."""
+
+    prepared: Any = None
+
+    def selection_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Not available before the batch is built."""
+        raise RuntimeError("decoder not ready")
+
+    def row_stats(self, logp: torch.Tensor, token_id: int, heads: HeadsMode, retain: bool = True,
+                  layers: Sequence[int] | None = None) -> RowStats:
+        """Not available before the batch is built."""
+        raise RuntimeError("decoder not ready")
