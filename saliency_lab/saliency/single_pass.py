@@ -357,10 +357,11 @@ def _span_grads(
 ) -> list[torch.Tensor]:
     """dL/dA per layer for L = sum over spans of -logp[step, target[step]]; SampleError naming the first span
     with a non-finite gradient."""
-    loss = sum(
+    losses = [
         -lp[torch.arange(sp.t, device=lp.device), tg].sum()
         for sp, lp, tg in zip(spans, logps, targets, strict=True)
-    )
+    ]
+    loss = torch.stack(losses).sum()
     raw = torch.autograd.grad(loss, probs, retain_graph=retain, allow_unused=True)
     grads = [g if g is not None else torch.zeros_like(p) for g, p in zip(raw, probs, strict=True)]
     for sp in spans:
