@@ -29,7 +29,7 @@ PROMPTS = ["Describe the image.", "What is shown here in this picture? Tell me i
 def _items(arch, n_new=N_NEW):
     b = tiny_bundle(arch)
     images = [image_path(), image_path(110, 90), None] if b.adapter.is_vision else [None] * 3
-    samples = [ManifestSample(f"{arch}-{i}", p, image=im) for i, (p, im) in enumerate(zip(PROMPTS, images))]
+    samples = [ManifestSample(f"{arch}-{i}", p, image=im) for i, (p, im) in enumerate(zip(PROMPTS, images, strict=True))]
     items = [b.adapter.prepare(b, s, max_new_tokens=n_new) for s in samples]
     assert len({p.n_input for p in items}) == 3  # different lengths, so rows are really padded
     return b, items
@@ -46,10 +46,10 @@ def _assert_equal(single, batched):
     for col, vals in single.token_columns.items():
         other = batched.token_columns[col]
         assert len(vals) == len(other)
-        assert all(_same_float(x, y) if isinstance(x, float) else x == y for x, y in zip(vals, other)), col
+        assert all(_same_float(x, y) if isinstance(x, float) else x == y for x, y in zip(vals, other, strict=True)), col
     for col, vals in single.decisions.items():
         other = batched.decisions[col]
-        assert all(_same_float(x, y) if isinstance(x, float) else x == y for x, y in zip(vals, other)), col
+        assert all(_same_float(x, y) if isinstance(x, float) else x == y for x, y in zip(vals, other, strict=True)), col
     assert single.stats.get("decayed_steps") == batched.stats.get("decayed_steps")
     assert len(single.hooks) == len(batched.hooks)
 
