@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _run_fixtures import read_sorted, tiny_llama, write_text_manifest  # noqa: F401
+from _run_fixtures import assert_rows_match, read_sorted, tiny_llama, write_text_manifest  # noqa: F401
 
 from saliency_lab.config import CaptureConfig, ModelConfig
 from saliency_lab.run import capture
@@ -68,7 +68,8 @@ def test_sigterm_flushes_complete_samples_and_exits_130(tmp_path, tiny_llama, ba
     assert not (out / "r" / ".locks" / "shard=0.lock").exists()
     assert not list((out / "r").rglob(".part-*"))
     ids = {r["sample_id"] for r in done}
-    assert read_sorted(out / "r", "saliency") == [r for r in expected["saliency"] if r["sample_id"] in ids]
+    assert_rows_match(read_sorted(out / "r", "saliency"), [r for r in expected["saliency"] if r["sample_id"] in ids],
+                      "saliency")
 
 
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny_llama, baseline):  # noqa: F811
@@ -82,8 +83,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny_llama, baseline
     res = capture(_cfg(tiny_llama, manifest, out, resume=True))
     assert res.skipped == len(done) and res.ok == N_SAMPLES - len(done)
     for table in TABLES:
-        got = read_sorted(out / "r", table)
-        assert got == expected[table], table
+        assert_rows_match(read_sorted(out / "r", table), expected[table], table)
     ids = [r["sample_id"] for r in read_sorted(out / "r", "samples")]
     assert len(ids) == len(set(ids)) == N_SAMPLES
     # no temporary or orphan files remain
@@ -99,5 +99,5 @@ def test_shards_together_equal_unsharded(tmp_path, tiny_llama, baseline):  # noq
     counts = [capture(_cfg(tiny_llama, manifest, out, shard=(k, 3))).total for k in range(3)]
     assert sum(counts) == N_SAMPLES and min(counts) > 0
     for table in TABLES:
-        assert read_sorted(out / "r", table) == expected[table], table
+        assert_rows_match(read_sorted(out / "r", table), expected[table], table)
     assert sorted(p.name for p in (out / "r" / "samples").iterdir()) == ["shard=0", "shard=1", "shard=2"]
