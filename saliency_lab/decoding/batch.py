@@ -28,10 +28,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from saliency_lab.config import DecodingConfig, HeadsMode
-from saliency_lab.decoding.engine import Attention, make_policy
-from saliency_lab.decoding.hooks import observers_for
+from saliency_lab.decoding.engine import Attention, finish_result, make_observers, make_policy
 from saliency_lab.decoding.loop import GradTap, RowStats, make_generator, newest_row_stats, without_suppressed
-from saliency_lab.decoding.protocols import DecodeObserver, HookObserver, StepContext, StepPolicy
+from saliency_lab.decoding.protocols import DecodeObserver, StepContext, StepPolicy
 from saliency_lab.decoding.result import DecodeResult
 from saliency_lab.saliency.attention import intervention_context, use_attention
 from saliency_lab.saliency.batch import collate_inputs, row_hooks
@@ -233,23 +232,19 @@ def decode_batch(
     what `decode` returns for that item alone (tokens, decisions, decayed steps; `stats["seconds"]` is the
     batch's). `hooks` adds per-item attention hooks after the configured ones."""
     cfg.validate(bundle.n_layers)
-    rows: list[_Row] = []
-    row_hooks_: list[list[Any]] = []
-    layer_set: set[int] = set()
+    policies: list[StepPolicy] = []
+    observers: list[list[DecodeObserver]] = []
     for i, p in enumerate(items):
-        policy = make_policy(bundle, cfg)
-        observers: list[DecodeObserver] = list(observers_for(cfg, p.n_input, bundle.n_layers))
-        if hooks and hooks[i]:
-            observers.append(HookObserver(hooks[i]))
-        row_hooks_.append([h for ob in observers for h in ob.attention_hooks()])
-        layer_set.update(policy.grad_layers(), *(ob.grad_layers() for ob in observers))
-        rows.append(_Row(policy, observers, StepContext(_Pending(), make_generator(cfg, p.sample_id), heads)))
-    layers = sorted(layer_set)
+        policies.append(make_policy(bundle, cfg))
+        observers.append(make_observers(bundle, p, cfg, hooks[i] if hooks else ()))
+    row_hooks_ = [[h for ob in obs for h in ob.attention_hooks()] for obs in observers]
+    layers = sorted(set().union(*(pol.grad_layers() for pol in policies),
+                                *(ob.grad_layers() for obs in observers for ob in obs)))
     if attention == "auto":
         attention = "ours" if (any(row_hooks_) or layers) else "sdpa"
     dec = BatchDecoder(bundle, items, row_hooks_, layers, attention, heads)
-    for i, row in enumerate(rows):
-        row.ctx.decoder = RowView(dec, i)
+    rows = [_Row(pol, obs, StepContext(RowView(dec, i), make_generator(cfg, p.sample_id), heads))
+            for i, (pol, obs, p) in enumerate(zip(policies, observers, items, strict=True))]
     eos = set(bundle.adapter.eos_token_ids(bundle))
     t0 = time.perf_counter()
     logits = dec.prefill()
@@ -277,28 +272,6 @@ def decode_batch(
             dec.keep(keep)
             logits = dec.step([chosen[b] for b in keep], grad=bool(layers))
     seconds = time.perf_counter() - t0
-    results = []
-    for row, row_hooks_i in zip(rows, row_hooks_, strict=True):
-        result = DecodeResult(output_ids=row.out, hooks=row_hooks_i)
-        result.stats["seconds"] = seconds
-        result.stats["backward_passes"] = row.ctx.backward_passes
-        row.policy.finish(result)
-        for ob in row.observers:
-            ob.finish(result)
-        results.append(result)
-    return results
+    return [finish_result(row.out, h, row.policy, row.observers, row.ctx, seconds)
+            for row, h in zip(rows, row_hooks_, strict=True)]
 
-
-class _Pending:
-    """Placeholder decoder of a StepContext until the batch decoder exists (never used for a step)."""
-
-    prepared: Any = None
-
-    def selection_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """Not available before the batch is built."""
-        raise RuntimeError("decoder not ready")
-
-    def row_stats(self, logp: torch.Tensor, token_id: int, heads: HeadsMode, retain: bool = True,
-                  layers: Sequence[int] | None = None) -> RowStats:
-        """Not available before the batch is built."""
-        raise RuntimeError("decoder not ready")

@@ -67,9 +67,7 @@ def decode(
     """
     cfg.validate(bundle.n_layers)
     policy = make_policy(bundle, cfg)
-    observers: list[DecodeObserver] = list(observers_for(cfg, prepared.n_input, bundle.n_layers))
-    if hooks:
-        observers.append(HookObserver(hooks))
+    observers = make_observers(bundle, prepared, cfg, hooks)
     attn_hooks = [h for ob in observers for h in ob.attention_hooks()]
     layers = sorted(set(policy.grad_layers()).union(*(ob.grad_layers() for ob in observers)))
     if attention == "auto":
@@ -90,8 +88,23 @@ def decode(
             if tok in eos or len(out) == cfg.max_new_tokens:
                 break
             logits = dec.step(tok, grad=bool(layers))
-    result = DecodeResult(output_ids=out, hooks=attn_hooks)
-    result.stats["seconds"] = time.perf_counter() - t0
+    return finish_result(out, attn_hooks, policy, observers, ctx, time.perf_counter() - t0)
+
+
+def make_observers(bundle: ModelBundle, prepared: PreparedInput, cfg: DecodingConfig,
+                   hooks: Sequence[Any] = ()) -> list[DecodeObserver]:
+    """The observers of one sample: the configured interventions, then the caller's extra hooks."""
+    observers: list[DecodeObserver] = list(observers_for(cfg, prepared.n_input, bundle.n_layers))
+    if hooks:
+        observers.append(HookObserver(hooks))
+    return observers
+
+
+def finish_result(output_ids: list[int], attn_hooks: list[Any], policy: StepPolicy,
+                  observers: Sequence[DecodeObserver], ctx: StepContext, seconds: float) -> DecodeResult:
+    """One sample's DecodeResult: its tokens and hooks, then what the policy and the observers add."""
+    result = DecodeResult(output_ids=output_ids, hooks=attn_hooks)
+    result.stats["seconds"] = seconds
     result.stats["backward_passes"] = ctx.backward_passes
     policy.finish(result)
     for ob in observers:
