@@ -190,7 +190,7 @@ def main() -> int:
     print("|---|---|---|---|---|---|")
     for b in sizes:
         c, g = med[b]
-        print(f"| {b} | {c:.2f} | {g:.2f} | {c / g:.2f} | {n_cap / c:.0f} | {n_gen[b] / g:.0f} |")
+        print(f"| {b} | {c:.3f} | {g:.3f} | {c / g:.2f} | {n_cap / c:.0f} | {n_gen[b] / g:.0f} |")
     speedup = med[args.batch][0] / med[1][0]
     print(
         f"capture batch {args.batch} / batch 1: {speedup:.2f}x (target <= {TARGET_SPEEDUP}): "
