@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _generate import greedy_config
+from _batching import greedy_config, widest_forward
 
 SHAPES = {
     "7b": dict(
@@ -178,16 +178,8 @@ def capture_batch_of(bundle, sample, dec, batch: int, n_in: int) -> tuple[int, i
     from saliency_lab.config import SaliencyConfig
     from saliency_lab.pipeline.batch import capture_batch
 
-    widest = [0]
-
-    def rows_seen(_module, args, kwargs):
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        if ids is not None:
-            widest[0] = max(widest[0], int(ids.shape[0]))
-
     copies = [dataclasses.replace(sample, sample_id=f"{sample.sample_id}-{i}") for i in range(batch)]
-    handle = bundle.model.register_forward_pre_hook(rows_seen, with_kwargs=True)
-    try:
+    with widest_forward(bundle.model) as widest:
         outcomes = capture_batch(
             bundle,
             copies,
@@ -197,8 +189,6 @@ def capture_batch_of(bundle, sample, dec, batch: int, n_in: int) -> tuple[int, i
             rows=batch,
             tokens=batch * (n_in + dec.max_new_tokens),
         )
-    finally:
-        handle.remove()
     failed = [o for o in outcomes if isinstance(o, Exception)]
     if failed:
         raise RuntimeError(f"gpu_check: batched capture at batch {batch} failed: {failed[0]}")

@@ -1,7 +1,10 @@
-"""The plain-generate baseline the capture benches compare against: transformers' own greedy `generate`."""
+"""What the batch benches share: the plain-generate baseline (transformers' own greedy `generate`) and a probe of
+how many rows the model's forwards really carried."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -30,3 +33,21 @@ def until_eos(ids: list[int], eos: list[int]) -> list[int]:
         if t in eos:
             return ids[: i + 1]
     return ids
+
+
+@contextlib.contextmanager
+def widest_forward(model: Any) -> Iterator[list[int]]:
+    """Yields a one-item list that ends up holding the most rows any forward of `model` carried inside the block.
+    capture_batch silently redoes a failing group sample by sample, so this is what shows a batch really ran."""
+    widest = [0]
+
+    def seen(_module: Any, args: tuple, kwargs: dict) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is not None:
+            widest[0] = max(widest[0], int(ids.shape[0]))
+
+    handle = model.register_forward_pre_hook(seen, with_kwargs=True)
+    try:
+        yield widest
+    finally:
+        handle.remove()
