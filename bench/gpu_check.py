@@ -1,10 +1,12 @@
 """GPU check, ready to run: a LLaVA-1.5-7B-shaped model with random weights (built from a config, nothing
 downloaded), bfloat16 on CUDA, through the toolkit's own capture path. Prints in one run:
 
-- generate vs capture tokens/s at batch 1, 8, 32 (capture is per sample today: batch > 1 prints
-  "n/a (no batched capture)"; generate is plain HF generate of the same prompt repeated B times; capture uses
-  the default --saliency-precision, float32 for a bf16 model);
-- peak GPU memory of generate, of capture, and of capture with --max-pass-tokens;
+- generate vs capture tokens/s at batch 1, 8, 32: generate is plain HF generate of the same prompt repeated B
+  times; capture is the toolkit's batched capture (`saliency_lab.pipeline.batch.capture_batch`, what
+  `saliency-lab capture --batch-size B` runs) of B samples with that prompt in one group: batched decoding, the
+  batched saliency pass and every table, with the default --saliency-precision (float32 for a bf16 model);
+- peak GPU memory of generate and of capture at each batch size, and of the single pass with and without
+  --max-pass-tokens;
 - bf16 vs float32 saliency error on a short sample: the pass in bf16 (--saliency-precision model) against the
   pass in float32 on the same bf16 weights (--saliency-precision float32), same tokens.
 
@@ -26,6 +28,8 @@ import resource
 import tempfile
 import time
 from pathlib import Path
+
+from _batching import greedy_config, widest_forward
 
 SHAPES = {
     "7b": dict(
@@ -167,15 +171,28 @@ class Meter:
         self.seconds = time.perf_counter() - self.t0
 
 
-def generation_config(bundle, decoding):
-    """transformers' greedy GenerationConfig for the plain-generate baseline (the model's own defaults ignored)."""
-    from transformers import GenerationConfig
+def capture_batch_of(bundle, sample, dec, batch: int, n_in: int) -> tuple[int, int]:
+    """Batched capture of `batch` copies of `sample` (`n_in` input tokens) in one group: (output tokens
+    captured, most rows any model forward saw). capture_batch redoes a failing group sample by sample, so the
+    second number is what shows the rows really shared their forwards."""
+    from saliency_lab.config import SaliencyConfig
+    from saliency_lab.pipeline.batch import capture_batch
 
-    eos = bundle.adapter.eos_token_ids(bundle)
-    pad = bundle.tokenizer.pad_token_id
-    return GenerationConfig(max_new_tokens=decoding.max_new_tokens, num_beams=1, do_sample=False,
-                            eos_token_id=eos or None, pad_token_id=pad if pad is not None else (eos[0] if eos else None),
-                            repetition_penalty=1.0)
+    copies = [dataclasses.replace(sample, sample_id=f"{sample.sample_id}-{i}") for i in range(batch)]
+    with widest_forward(bundle.model) as widest:
+        outcomes = capture_batch(
+            bundle,
+            copies,
+            dec,
+            SaliencyConfig(),
+            "gpu-check",
+            rows=batch,
+            tokens=batch * (n_in + dec.max_new_tokens),
+        )
+    failed = [o for o in outcomes if isinstance(o, Exception)]
+    if failed:
+        raise RuntimeError(f"gpu_check: batched capture at batch {batch} failed: {failed[0]}")
+    return sum(o.tables["tokens"].num_rows for o in outcomes), widest[0]
 
 
 def main() -> None:
@@ -192,8 +209,7 @@ def main() -> None:
     from PIL import Image
     from transformers.utils import logging as hf_logging
 
-    from saliency_lab.config import DecodingConfig, ManifestSample, SaliencyConfig
-    from saliency_lab.pipeline import capture_sample
+    from saliency_lab.config import DecodingConfig, ManifestSample
     from saliency_lab.saliency.single_pass import single_pass
 
     hf_logging.disable_progress_bar()
@@ -220,26 +236,26 @@ def main() -> None:
         dec = DecodingConfig(max_new_tokens=new)
         print(f"input {prepared.n_input} tokens ({n_img} image), {new} new tokens")
 
-        generate_batch(bundle, prepared, generation_config(bundle, dec), 1)  # warm-up (kernels, allocator)
+        gc = greedy_config(bundle, dec.max_new_tokens)
+        generate_batch(bundle, prepared, gc, 1)  # warm-up (kernels, allocator, lazy imports)
+        capture_batch_of(bundle, sample, dec, 1, prepared.n_input)
         print(
             "| batch | generate tokens/s | capture tokens/s | capture / generate time | peak GB generate "
-            "| peak GB capture |"
+            "| peak GB capture | rows per capture forward |"
         )
-        print("|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|")
         for b in [int(x) for x in args.batches.split(",")]:
             with Meter(device) as mg:
-                outs = generate_batch(bundle, prepared, generation_config(bundle, dec), b)
+                outs = generate_batch(bundle, prepared, gc, b)
             gen_tps = sum(len(o) for o in outs) / mg.seconds
-            if b == 1:
-                with Meter(device) as mc:
-                    res = capture_sample(bundle, sample, dec, SaliencyConfig(), "gpu-check")
-                n_tok = res.tables["tokens"].num_rows
-                cap = f"{n_tok / mc.seconds:.1f}"
-                ratio = f"{mc.seconds / mg.seconds:.2f}"
-                peak_c = f"{mc.peak_gb:.1f}"
-            else:
-                cap = ratio = peak_c = "n/a (no batched capture)"
-            print(f"| {b} | {gen_tps:.1f} | {cap} | {ratio} | {mg.peak_gb:.1f} | {peak_c} |")
+            with Meter(device) as mc:
+                n_tok, rows = capture_batch_of(bundle, sample, dec, b, prepared.n_input)
+            cap, ratio, peak_c = (
+                f"{n_tok / mc.seconds:.1f}",
+                f"{mc.seconds / mg.seconds:.2f}",
+                f"{mc.peak_gb:.1f}",
+            )
+            print(f"| {b} | {gen_tps:.1f} | {cap} | {ratio} | {mg.peak_gb:.1f} | {peak_c} | {rows} |")
 
         out = outs[0]
         with Meter(device) as m_full:
