@@ -61,6 +61,7 @@ class RunResult:
     seconds: float
     verify_max_abs_diff: float | None = None  # with --verify: worst |single pass - reference| over samples
     error_classes: dict[str, int] = field(default_factory=dict)  # failed samples by exception class
+    batches_redone: int = 0  # batches that raised and were captured again one sample at a time
 
     def error_summary(self) -> str:
         """'3 sample(s) failed: SampleError 2, DecompressionBombError 1' (empty when none failed)."""
@@ -74,9 +75,10 @@ class RunResult:
         k, n = self.shard
         shard = f" (shard {k}/{n})" if n > 1 else ""
         verify = "" if self.verify_max_abs_diff is None else f"; verify max |diff| {self.verify_max_abs_diff:.3g}"
+        redone = f"; {self.batches_redone} batch(es) redone one sample at a time" if self.batches_redone else ""
         return (
             f"run {self.run_id}{shard}: {self.ok} ok, {self.error} error, {self.skipped} already done "
-            f"of {self.total} samples in {self.seconds:.1f} s{verify}"
+            f"of {self.total} samples in {self.seconds:.1f} s{verify}{redone}"
         )
 
 
@@ -228,10 +230,28 @@ def _tables_of(outcome: _Result | Exception, sample: ManifestSample, run_id: str
 
 
 def _capture_batch(bundle: Any, samples: list[ManifestSample], decoding: DecodingConfig, sal: SaliencyConfig,
-                   run_id: str, *, rows: int, tokens: int) -> list[Any]:
+                   run_id: str, *, rows: int, tokens: int, on_redo: Callable[[int, Exception], None]) -> list[Any]:
     from saliency_lab.pipeline.batch import capture_batch
 
-    return list(capture_batch(bundle, samples, decoding, sal, run_id, rows=rows, tokens=tokens))
+    return list(capture_batch(bundle, samples, decoding, sal, run_id, rows=rows, tokens=tokens, on_redo=on_redo))
+
+
+class _Redone:
+    """Batches that raised and were captured again one sample at a time (told once on stderr, counted)."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.samples = 0
+
+    def add(self, n: int, exc: Exception) -> None:
+        """A group of n samples raised `exc`; its samples are being redone alone."""
+        if not self.batches:
+            first = next((ln for ln in str(exc).splitlines() if ln.strip()), "")
+            print(f"saliency-lab: a batch of {n} samples failed ({type(exc).__name__}: {first[:200]}); its samples "
+                  "are captured one at a time; if this repeats, lower --batch-size or --max-batch-tokens",
+                  file=sys.stderr)
+        self.batches += 1
+        self.samples += n
 
 
 def _default_capture() -> CaptureFn:
@@ -311,6 +331,7 @@ def capture(
     classes: Counter[str] = Counter()
     verify_diff: float | None = None
     decayed: dict[str, list[int]] = {}  # per sample, the output steps the saliency decay chose
+    redo = _Redone()
     try:
         committed = writer.recover()
         todo = [s for s in mine if s.sample_id not in committed]
@@ -326,7 +347,7 @@ def capture(
                 ts = time.perf_counter()
                 if capture_fn is None and len(chunk) > 1:
                     outcomes = _capture_batch(bundle, chunk, cfg.decoding, cfg.saliency, run_id, rows=rows,
-                                              tokens=tokens)
+                                              tokens=tokens, on_redo=redo.add)
                 else:
                     outcomes = [_outcome(sample_fn, bundle, s, cfg, run_id) for s in chunk]
                 each = (time.perf_counter() - ts) / len(chunk)
@@ -371,4 +392,5 @@ def capture(
         seconds=time.perf_counter() - t0,
         verify_max_abs_diff=verify_diff,
         error_classes=dict(classes),
+        batches_redone=redo.batches,
     )

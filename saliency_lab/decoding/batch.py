@@ -33,7 +33,7 @@ from saliency_lab.decoding.loop import GradTap, RowStats, make_generator, newest
 from saliency_lab.decoding.protocols import DecodeObserver, StepContext, StepPolicy
 from saliency_lab.decoding.result import DecodeResult
 from saliency_lab.saliency.attention import intervention_context, use_attention
-from saliency_lab.saliency.batch import collate_inputs, row_hooks
+from saliency_lab.saliency.batch import BatchPrefix, collate_inputs, row_hooks
 
 if TYPE_CHECKING:
     from saliency_lab.models.base import ModelBundle, PreparedInput
@@ -42,8 +42,16 @@ if TYPE_CHECKING:
 class BatchDecoder:
     """Left-padded rows sharing one KV cache; the live rows shrink as rows finish."""
 
-    def __init__(self, bundle: ModelBundle, items: Sequence[PreparedInput], hooks: Sequence[Sequence[Any]],
-                 grad_layers: Sequence[int] = (), attention: str = "ours", heads: HeadsMode = "sum_abs") -> None:
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        items: Sequence[PreparedInput],
+        hooks: Sequence[Sequence[Any]],
+        grad_layers: Sequence[int] = (),
+        attention: str = "ours",
+        heads: HeadsMode = "sum_abs",
+        keep_prefix: bool = False,
+    ) -> None:
         self.bundle = bundle
         self.model = bundle.model
         self.adapter = bundle.adapter
@@ -65,6 +73,8 @@ class BatchDecoder:
         self.hidden: torch.Tensor | None = None
         self._wtp: dict[int, torch.Tensor] = {}  # W^T p per batch row of the newest step
         self._memo: dict[tuple[int, int], RowStats] = {}  # (batch row, token) -> stats at every tapped layer
+        self.keep_prefix = keep_prefix
+        self.prefix: BatchPrefix | None = None
 
     # ---- forwards ----------------------------------------------------------------------------------
     def _hooks(self) -> list[Any]:
@@ -80,7 +90,9 @@ class BatchDecoder:
         """Forward every row's whole input (no gradient); logits [B, V] predicting output step 0."""
         b = self.batch
         self.adapter.reset_state(self.model)
-        pos, self.next_pos = self.adapter.batch_positions(self.model, b.input_ids, b.attention_mask, b.model_kwargs)
+        pos, self.next_pos = self.adapter.batch_positions(
+            self.model, b.input_ids, b.attention_mask, b.model_kwargs
+        )
         hooks = row_hooks(self.row_hook_lists, b.pads)
         on_prompt = any(getattr(h, "acts_on_prompt", True) for h in hooks)
         routed = self.attention == "ours" and on_prompt
@@ -89,9 +101,26 @@ class BatchDecoder:
             ctx.enter_context(use_attention(self.bundle))
             ctx.enter_context(intervention_context("plain", hooks))
         with torch.no_grad(), ctx:
-            out = self.model(input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=pos,
-                             **b.model_kwargs, use_cache=True, logits_to_keep=1)
+            out = self.model(
+                input_ids=b.input_ids,
+                attention_mask=b.attention_mask,
+                position_ids=pos,
+                **b.model_kwargs,
+                use_cache=True,
+                logits_to_keep=1,
+            )
         self.cache = self.adapter.output_cache(out)
+        if self.keep_prefix:
+            # Later steps append by concatenation (new tensors), so these references stay the prefill's.
+            self.prefix = BatchPrefix(
+                self.items,
+                [layer.keys for layer in self.cache.layers],
+                [layer.values for layer in self.cache.layers],
+                list(b.pads),
+                self.next_pos.clone(),
+                b.attention_mask,
+                self.bundle.dtype,
+            )
         return out.logits[:, -1]
 
     def step(self, tokens: Sequence[int], grad: bool) -> torch.Tensor:
@@ -105,8 +134,17 @@ class BatchDecoder:
         self._memo.clear()
         self.hidden = None
         self._wtp = {}
-        kwargs = {self.cache_arg: self.cache, "attention_mask": self.mask, "position_ids": pos, "use_cache": True}
-        ctx = intervention_context("plain", self._hooks()) if self.attention == "ours" else contextlib.nullcontext()
+        kwargs = {
+            self.cache_arg: self.cache,
+            "attention_mask": self.mask,
+            "position_ids": pos,
+            "use_cache": True,
+        }
+        ctx = (
+            intervention_context("plain", self._hooks())
+            if self.attention == "ours"
+            else contextlib.nullcontext()
+        )
         with torch.set_grad_enabled(grad), ctx:
             if grad and self.head is not None:
                 base, head = self.head
@@ -159,7 +197,9 @@ class BatchDecoder:
             gout = torch.zeros_like(self.hidden)
             for r, (tok, lp) in todo.items():
                 gout[r, -1] = self._head_grad(r, tok, lp)
-            raw = torch.autograd.grad(self.hidden, probs, grad_outputs=gout, retain_graph=True, allow_unused=True)
+            raw = torch.autograd.grad(
+                self.hidden, probs, grad_outputs=gout, retain_graph=True, allow_unused=True
+            )
         else:
             loss = torch.stack([-lp[tok] for tok, lp in todo.values()]).sum()
             raw = torch.autograd.grad(loss, probs, retain_graph=True, allow_unused=True)
@@ -167,8 +207,9 @@ class BatchDecoder:
         for r, (tok, _) in todo.items():
             pad = self.batch.pads[self.live[r]]
             pairs = [(a[r, :, -1:, pad:], g[r, :, -1:, pad:]) for a, g in zip(probs, grads, strict=True)]
-            self._memo[(r, tok)] = newest_row_stats(layers, pairs, self.items[self.live[r]], self.bundle.dtype,
-                                                    self.heads)
+            self._memo[(r, tok)] = newest_row_stats(
+                layers, pairs, self.items[self.live[r]], self.bundle.dtype, self.heads
+            )
 
     def row_stats(self, row: int, token_id: int, logp_row: torch.Tensor, layers: Sequence[int]) -> RowStats:
         """RowStats of batch row `row` for candidate `token_id` at `layers` (from the memo when a hint foresaw
@@ -189,12 +230,19 @@ class RowView:
         """The row's logits with never-emit ids at -inf."""
         return without_suppressed(logits, self.decoder.suppress)
 
-    def row_stats(self, logp: torch.Tensor, token_id: int, heads: HeadsMode, retain: bool = True,
-                  layers: Sequence[int] | None = None) -> RowStats:
+    def row_stats(
+        self,
+        logp: torch.Tensor,
+        token_id: int,
+        heads: HeadsMode,
+        retain: bool = True,
+        layers: Sequence[int] | None = None,
+    ) -> RowStats:
         """Stats of this sample's newest query row for candidate `token_id`."""
         dec = self.decoder
-        return dec.row_stats(dec.live.index(self.item), token_id, logp,
-                             sorted(dec.tap.layers) if layers is None else layers)
+        return dec.row_stats(
+            dec.live.index(self.item), token_id, logp, sorted(dec.tap.layers) if layers is None else layers
+        )
 
 
 def _subset(r: RowStats, layers: Sequence[int]) -> RowStats:
@@ -205,8 +253,16 @@ def _subset(r: RowStats, layers: Sequence[int]) -> RowStats:
     def pick(t: torch.Tensor | None) -> torch.Tensor | None:
         return None if t is None else t[idx]
 
-    return RowStats([r.layers[i] for i in idx], r.out_sum[idx], r.prev[idx], r.row_l2[idx], r.step,
-                    pick(r.sys_sum), pick(r.img_sum), pick(r.prompt_sum))
+    return RowStats(
+        [r.layers[i] for i in idx],
+        r.out_sum[idx],
+        r.prev[idx],
+        r.row_l2[idx],
+        r.step,
+        pick(r.sys_sum),
+        pick(r.img_sum),
+        pick(r.prompt_sum),
+    )
 
 
 class _Row:
@@ -227,10 +283,13 @@ def decode_batch(
     heads: HeadsMode = "sum_abs",
     hooks: Sequence[Sequence[Any]] | None = None,
     attention: Attention = "auto",
+    keep_prefix: bool = False,
 ) -> list[DecodeResult]:
     """`engine.decode` for several samples at once (see the module docstring); one result per item, each equal to
     what `decode` returns for that item alone (tokens, decisions, decayed steps; `stats["seconds"]` is the
-    batch's). `hooks` adds per-item attention hooks after the configured ones."""
+    batch's). `hooks` adds per-item attention hooks after the configured ones. `keep_prefix`: every result's
+    `prefix` is the batch's input prefill (`BatchPrefix`), for `single_pass_batch` to start from (it holds one
+    prefill's keys and values in memory until dropped)."""
     cfg.validate(bundle.n_layers)
     policies: list[StepPolicy] = []
     observers: list[list[DecodeObserver]] = []
@@ -238,13 +297,18 @@ def decode_batch(
         policies.append(make_policy(bundle, cfg))
         observers.append(make_observers(bundle, p, cfg, hooks[i] if hooks else ()))
     row_hooks_ = [[h for ob in obs for h in ob.attention_hooks()] for obs in observers]
-    layers = sorted(set().union(*(pol.grad_layers() for pol in policies),
-                                *(ob.grad_layers() for obs in observers for ob in obs)))
+    layers = sorted(
+        set().union(
+            *(pol.grad_layers() for pol in policies), *(ob.grad_layers() for obs in observers for ob in obs)
+        )
+    )
     if attention == "auto":
         attention = "ours" if (any(row_hooks_) or layers) else "sdpa"
-    dec = BatchDecoder(bundle, items, row_hooks_, layers, attention, heads)
-    rows = [_Row(pol, obs, StepContext(RowView(dec, i), make_generator(cfg, p.sample_id), heads))
-            for i, (pol, obs, p) in enumerate(zip(policies, observers, items, strict=True))]
+    dec = BatchDecoder(bundle, items, row_hooks_, layers, attention, heads, keep_prefix)
+    rows = [
+        _Row(pol, obs, StepContext(RowView(dec, i), make_generator(cfg, p.sample_id), heads))
+        for i, (pol, obs, p) in enumerate(zip(policies, observers, items, strict=True))
+    ]
     eos = set(bundle.adapter.eos_token_ids(bundle))
     t0 = time.perf_counter()
     logits = dec.prefill()
@@ -254,12 +318,23 @@ def decode_batch(
             for b, row in enumerate(live):
                 row.ctx.begin(step, logits[b])
             if layers and step >= 1:
-                dec.compute({b: (tok, row.ctx.logprobs()) for b, row in enumerate(live)
-                             for tok in row.policy.likely_requests(row.ctx)[:1]})
+                dec.compute(
+                    {
+                        b: (tok, row.ctx.logprobs())
+                        for b, row in enumerate(live)
+                        for tok in row.policy.likely_requests(row.ctx)[:1]
+                    }
+                )
             chosen = [row.policy.choose(row.ctx) for row in live]
             if layers and step >= 1:
-                dec.compute({b: (tok, row.ctx.logprobs()) for b, (row, t) in enumerate(zip(live, chosen, strict=True))
-                             for ob in row.observers for tok in ob.likely_requests(row.ctx, t)[:1]})
+                dec.compute(
+                    {
+                        b: (tok, row.ctx.logprobs())
+                        for b, (row, t) in enumerate(zip(live, chosen, strict=True))
+                        for ob in row.observers
+                        for tok in ob.likely_requests(row.ctx, t)[:1]
+                    }
+                )
             keep = []
             for b, (row, tok) in enumerate(zip(live, chosen, strict=True)):
                 for ob in row.observers:
@@ -272,6 +347,10 @@ def decode_batch(
             dec.keep(keep)
             logits = dec.step([chosen[b] for b in keep], grad=bool(layers))
     seconds = time.perf_counter() - t0
-    return [finish_result(row.out, h, row.policy, row.observers, row.ctx, seconds)
-            for row, h in zip(rows, row_hooks_, strict=True)]
-
+    results = [
+        finish_result(row.out, h, row.policy, row.observers, row.ctx, seconds)
+        for row, h in zip(rows, row_hooks_, strict=True)
+    ]
+    for r in results:
+        r.prefix = dec.prefix
+    return results

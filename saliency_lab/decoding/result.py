@@ -26,6 +26,7 @@ class DecodeResult:
     decisions: dict[str, list] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)  # timings and counters, for benchmarks and logs
     hooks: list[Any] = field(default_factory=list)  # attention hooks as they ended, for the saliency pass
+    prefix: Any = None  # decode_batch(keep_prefix=True): the batch's input prefill (saliency.batch.BatchPrefix)
 
 
 class DecisionLog:

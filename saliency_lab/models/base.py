@@ -218,9 +218,9 @@ class ModelAdapter:
         pos = (mask.long().cumsum(-1) - 1).clamp_min(0)
         return pos, mask.long().sum(-1)
 
-    def step_positions(self, next_positions: torch.Tensor) -> torch.Tensor:
-        """Position ids [B, 1] of one decoding step from each row's next position."""
-        return next_positions[:, None]
+    def step_positions(self, next_positions: torch.Tensor, n: int = 1) -> torch.Tensor:
+        """Position ids [B, n] of n text tokens per row, starting at each row's next position."""
+        return next_positions[:, None] + torch.arange(n, device=next_positions.device)
 
     # ---- inputs --------------------------------------------------------------------------------
     def messages(self, sample: ManifestSample, with_image: bool) -> list[dict]:

@@ -43,9 +43,9 @@ class Qwen2VLAdapter(VisionAdapter):
                                                  mm_token_type_ids=mm)
         return pos, mask.long().sum(-1) + deltas.reshape(-1).to(mask.device)
 
-    def step_positions(self, next_positions: torch.Tensor) -> torch.Tensor:
-        """M-RoPE position ids [3, B, 1]: text continues on all three axes."""
-        return next_positions[None, :, None].expand(3, -1, 1)
+    def step_positions(self, next_positions: torch.Tensor, n: int = 1) -> torch.Tensor:
+        """M-RoPE position ids [3, B, n]: text continues on all three axes."""
+        return super().step_positions(next_positions, n)[None].expand(3, -1, -1)
 
     def load(self, path: Path, architecture: str, dtype: torch.dtype, device: str) -> tuple[Any, Any, Any]:
         """Model, tokenizer and the PIL-based processor from a local folder."""

@@ -15,7 +15,7 @@ group's size.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from saliency_lab.config import DecodingConfig, ManifestSample, SaliencyConfig
@@ -29,6 +29,7 @@ from saliency_lab.pipeline.sample import (
     saliency_of,
 )
 from saliency_lab.saliency.batch_pass import single_pass_batch
+from saliency_lab.saliency.single_pass import pass_dtype
 
 if TYPE_CHECKING:
     from saliency_lab.decoding.result import DecodeResult
@@ -54,9 +55,20 @@ def split_batches(lengths: Sequence[int], max_new_tokens: int, rows: int, tokens
     return groups
 
 
-def capture_batch(bundle: ModelBundle, samples: Sequence[ManifestSample], decoding: DecodingConfig,
-                  sal: SaliencyConfig, run_id: str, *, rows: int, tokens: int) -> list[Outcome]:
-    """One outcome per sample, in order: its SampleResult, or the exception that failed it alone."""
+def capture_batch(
+    bundle: ModelBundle,
+    samples: Sequence[ManifestSample],
+    decoding: DecodingConfig,
+    sal: SaliencyConfig,
+    run_id: str,
+    *,
+    rows: int,
+    tokens: int,
+    on_redo: Callable[[int, Exception], None] | None = None,
+) -> list[Outcome]:
+    """One outcome per sample, in order: its SampleResult, or the exception that failed it alone. `on_redo(n,
+    exc)` hears of every group of n samples that raised `exc` and is being redone one sample at a time (so a
+    batch size too large for the device shows up in the run's summary instead of silently running slower)."""
     run = SampleContext(decoding, sal, run_id)
     out: dict[int, Outcome] = {}
     prepared: dict[int, PreparedInput] = {}
@@ -72,10 +84,13 @@ def capture_batch(bundle: ModelBundle, samples: Sequence[ManifestSample], decodi
     for group in ([ready[j] for j in g] for g in groups):
         if len(group) > 1:
             try:
-                out.update(_group(bundle, [samples[i] for i in group], [prepared[i] for i in group], run, group))
+                out.update(
+                    _group(bundle, [samples[i] for i in group], [prepared[i] for i in group], run, group)
+                )
                 continue
-            except Exception:  # noqa: S110 - redone one by one below, so only the failing sample is marked
-                pass
+            except Exception as exc:  # redone one by one below, so only a sample that fails alone is marked
+                if on_redo is not None:
+                    on_redo(len(group), exc)
         for i in group:
             try:
                 out[i] = capture_prepared(bundle, samples[i], prepared[i], decoding, sal, run_id, starts[i])
@@ -84,25 +99,51 @@ def capture_batch(bundle: ModelBundle, samples: Sequence[ManifestSample], decodi
     return [out[i] for i in range(len(samples))]
 
 
-def _group(bundle: ModelBundle, samples: list[ManifestSample], prepared: list[PreparedInput], run: SampleContext,
-           index: list[int]) -> dict[int, Outcome]:
+def _group(
+    bundle: ModelBundle,
+    samples: list[ManifestSample],
+    prepared: list[PreparedInput],
+    run: SampleContext,
+    index: list[int],
+) -> dict[int, Outcome]:
     t0 = time.perf_counter()
-    results = decode_batch(bundle, prepared, run.decoding, heads=run.sal.heads)
+    results = decode_batch(
+        bundle, prepared, run.decoding, heads=run.sal.heads, keep_prefix=_reuse_prefill(bundle, run.sal)
+    )
     t_gen = (time.perf_counter() - t0) / len(samples)
     for sample, result in zip(samples, results, strict=True):
         check_generated(sample, result)
     passes = _passes(bundle, prepared, results, run.sal)
     seconds = (time.perf_counter() - t0) / len(samples)
-    return {i: assemble(bundle, s, p, r, res, run, t_gen, seconds)
-            for i, s, p, r, res in zip(index, samples, prepared, results, passes, strict=True)}
+    return {
+        i: assemble(bundle, s, p, r, res, run, t_gen, seconds)
+        for i, s, p, r, res in zip(index, samples, prepared, results, passes, strict=True)
+    }
 
 
-def _passes(bundle: ModelBundle, prepared: list[PreparedInput], results: list[DecodeResult],
-            sal: SaliencyConfig) -> list[PassResult]:
+def _passes(
+    bundle: ModelBundle, prepared: list[PreparedInput], results: list[DecodeResult], sal: SaliencyConfig
+) -> list[PassResult]:
     """The saliency of every row: one batched pass, or per sample when the pass is chunked."""
     if sal.max_pass_tokens is not None:
         return [saliency_of(bundle, p, r, sal) for p, r in zip(prepared, results, strict=True)]
+    prefix = results[0].prefix
+    for r in results:  # the pass is its last user: its keys and values are freed with the pass
+        r.prefix = None
     return single_pass_batch(
-        bundle, prepared, [list(r.output_ids) for r in results], heads=sal.heads,
-        hooks=[list(r.hooks) for r in results], keep_rows=bool(sal.rows) or sal.verify,
-        candidates=sal.candidates, precision=sal.precision)
+        bundle,
+        prepared,
+        [list(r.output_ids) for r in results],
+        heads=sal.heads,
+        hooks=[list(r.hooks) for r in results],
+        keep_rows=bool(sal.rows) or sal.verify,
+        candidates=sal.candidates,
+        precision=sal.precision,
+        prefix=prefix,
+    )
+
+
+def _reuse_prefill(bundle: ModelBundle, sal: SaliencyConfig) -> bool:
+    """Whether the decoding should keep its input prefill for the saliency pass: only when the pass runs batched
+    and in the model's own dtype (a bf16 model's float32 pass must forward its inputs in float32 itself)."""
+    return sal.max_pass_tokens is None and pass_dtype(bundle.dtype, sal.precision) == bundle.dtype

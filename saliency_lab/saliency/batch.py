@@ -48,6 +48,29 @@ class Batch:
         return int(self.input_ids.shape[1])
 
 
+@dataclass
+class BatchPrefix:
+    """The no-grad prefill of a left-padded batch of inputs, kept by the batched decoding so the batched saliency
+    pass can start from it instead of forwarding the inputs again (`batch_pass.single_pass_batch(prefix=...)`).
+
+    Per layer the cached keys and values [B, H_kv, W, d] of the W input columns (row b's input at columns
+    pads[b]..W-1), each row's next position (after its input) and the dtype they were computed in (the pass
+    reuses them only when it computes in the same dtype)."""
+
+    items: list[PreparedInput]
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    pads: list[int]
+    next_positions: torch.Tensor  # [B]
+    attention_mask: torch.Tensor  # [B, W]
+    dtype: torch.dtype
+
+    @property
+    def width(self) -> int:
+        """Input columns W."""
+        return int(self.attention_mask.shape[1])
+
+
 def pad_token_id(bundle: ModelBundle) -> int:
     """The id pad positions hold: the tokenizer's pad (else EOS, else 0), never an image placeholder (the model
     would try to splice image features into it)."""
@@ -59,8 +82,9 @@ def pad_token_id(bundle: ModelBundle) -> int:
     return next(i for i in range(len(avoid) + 1) if i not in avoid)
 
 
-def collate(bundle: ModelBundle, rows: Sequence[torch.Tensor], kwargs_list: Sequence[dict[str, Any]],
-            *, left: bool) -> Batch:
+def collate(
+    bundle: ModelBundle, rows: Sequence[torch.Tensor], kwargs_list: Sequence[dict[str, Any]], *, left: bool
+) -> Batch:
     """Pad 1-D id rows (and their model kwargs, by the adapter's rule) into one batch."""
     width = max(int(r.numel()) for r in rows)
     pad_id = pad_token_id(bundle)
@@ -107,7 +131,7 @@ class RowHooks:
         off = k_len - q_len
         outs = []
         for b, hooks in enumerate(self.per_row):
-            xb = x[b:b + 1]
+            xb = x[b : b + 1]
             if not hooks:
                 outs.append(xb)
                 continue
@@ -115,7 +139,7 @@ class RowHooks:
             qs = max(0, p - off)  # query rows at pad positions are left as they are
             body = xb[:, :, qs:, p:]
             kpos = torch.arange(k_len - p, device=x.device)
-            qpos = kpos[off + qs - p:]
+            qpos = kpos[off + qs - p :]
             for h in hooks:
                 body = h(body, layer_idx=layer_idx, query_positions=qpos, key_positions=kpos)
             if p == 0 and qs == 0:

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from saliency_lab.config import HeadsMode
-from saliency_lab.saliency.batch import Batch, collate, row_hooks
-from saliency_lab.saliency.prefill import prefill_forward
+from saliency_lab.saliency.batch import Batch, BatchPrefix, collate, pad_token_id, row_hooks
+from saliency_lab.saliency.prefill import hooks_act_on_prompt, prefill_forward
 from saliency_lab.saliency.single_pass import (
     PassResult,
     RowSpan,
@@ -43,6 +43,7 @@ def single_pass_batch(
     keep_rows: bool = False,
     candidates: int = 0,
     precision: str = "model",
+    prefix: BatchPrefix | None = None,
 ) -> list[PassResult]:
     """`single_pass` of every sample (its output ids `outputs[i]`, its own attention hooks `hooks[i]`) from one
     batched forward + backward (+1 backward per candidate rank): result i equals
@@ -51,6 +52,11 @@ def single_pass_batch(
     Memory: the graded forward holds the activations and attention probabilities of every row at the padded
     width, i.e. about B times one sample's. There is no `max_pass_tokens` here: a caller that splits the output
     rows into blocks (or has one sample) calls `single_pass` per sample instead.
+
+    `prefix`: the batched decoding's prefill of these very inputs (`decode_batch(keep_prefix=True)`). When the
+    pass computes in the dtype it was made in, no hook acts on prompt rows and no row has an image placeholder at
+    or after its last input position, the pass starts from it (left-padded, like the decoding) instead of
+    forwarding the inputs again; otherwise it is ignored. Same numbers either way.
     """
     if len(prepared) != len(outputs) or (hooks is not None and len(hooks) != len(prepared)):
         raise ValueError(
@@ -65,6 +71,8 @@ def single_pass_batch(
     per_row = [list(h or []) for h in hooks] if hooks is not None else [[] for _ in prepared]
     dtype = pass_dtype(bundle.dtype, precision)
     with language_model_in(bundle.model, dtype, bundle.dtype):
+        if prefix is not None and _prefix_usable(bundle, prefix, list(prepared), per_row, dtype):
+            return _prefix_pass(bundle, prefix, list(outputs), heads, per_row, keep_rows, candidates)
         return _batch_pass(bundle, list(prepared), list(outputs), heads, per_row, keep_rows, candidates)
 
 
@@ -133,3 +141,58 @@ def _cut_kwargs(bundle: ModelBundle, batch: Batch, n: int) -> dict[str, Any]:
     """The batch's model kwargs for its first n positions: per-token kwargs cut, pixels and grids kept."""
     token = bundle.adapter.token_kwargs
     return {k: (v[:, :n] if k in token else v) for k, v in batch.model_kwargs.items()}
+
+
+def _prefix_usable(bundle: ModelBundle, prefix: BatchPrefix, prepared: list[PreparedInput],
+                   per_row: list[list[Any]], dtype: torch.dtype) -> bool:
+    """Whether the decoding's prefill serves this pass: the same samples in the same order, computed in the
+    pass's dtype, no hook changing prompt rows, and every row may prefill up to its last input position."""
+    if len(prefix.items) != len(prepared) or any(a is not b for a, b in zip(prefix.items, prepared, strict=True)):
+        return False
+    if prefix.dtype != dtype or any(hooks_act_on_prompt(h) for h in per_row):
+        return False
+    adapter = bundle.adapter
+    return all(adapter.prefill_length(bundle, p.input_ids[0].tolist(), p.n_input) == p.n_input - 1
+               for p in prepared)
+
+
+def _prefix_pass(
+    bundle: ModelBundle,
+    prefix: BatchPrefix,
+    outputs: list[list[int]],
+    heads: HeadsMode,
+    per_row: list[list[Any]],
+    keep_rows: bool,
+    candidates: int,
+) -> list[PassResult]:
+    """The pass from the decoding's left-padded prefill: the cache of the first W - 1 input columns (every row's
+    input ends at column W - 1), then one graded forward of each row's last input token and its outputs but the
+    last, right-padded to the longest; pad keys masked, positions continued per row."""
+    from transformers import DynamicCache
+
+    adapter = bundle.adapter
+    model = bundle.model
+    prepared = prefix.items
+    device = prefix.attention_mask.device
+    w = prefix.width
+    t_max = max(len(out) for out in outputs)
+    ids = torch.full((len(outputs), t_max), pad_token_id(bundle), dtype=torch.long, device=device)
+    for b, (p, out) in enumerate(zip(prepared, outputs, strict=True)):
+        ids[b, 0] = p.input_ids[0, -1]
+        ids[b, 1:len(out)] = torch.tensor(out[:-1], dtype=torch.long, device=device)
+    cache = DynamicCache(config=model.config)
+    for layer, (k, v) in enumerate(zip(prefix.keys, prefix.values, strict=True)):
+        cache.update(k[:, :, : w - 1], v[:, :, : w - 1], layer)
+    mask = torch.cat([prefix.attention_mask[:, : w - 1], torch.ones_like(ids)], dim=1)
+    positions = adapter.step_positions(prefix.next_positions - 1, t_max)
+    hooks = row_hooks(per_row, prefix.pads)
+    adapter.reset_state(model)
+    with graded_forward(bundle, hooks) as ctx:
+        res = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                    **{adapter.cache_kwarg(model): cache}, use_cache=True)
+    spans = [
+        RowSpan(p, torch.tensor(out, dtype=torch.long, device=device), batch_row=b, q0=0,
+                keys=p.n_input - 1 + len(out), key0=prefix.pads[b])
+        for b, (p, out) in enumerate(zip(prepared, outputs, strict=True))
+    ]
+    return graded_results(bundle, res.logits, ctx.records, spans, heads, keep_rows, candidates)

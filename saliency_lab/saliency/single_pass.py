@@ -292,7 +292,8 @@ def graded_forward(bundle: ModelBundle, hooks: list | None) -> Iterator[Attentio
 @dataclass
 class RowSpan:
     """Where one sample's output rows sit in a graded forward: batch row `batch_row`, query rows q0..q0+T-1 of
-    the forwarded block (output steps s0..s0+T-1, emitted ids `target`), keys 0..keys-1."""
+    the forwarded block (output steps s0..s0+T-1, emitted ids `target`), keys 0..keys-1 (at columns
+    key0..key0+keys-1)."""
 
     prepared: PreparedInput
     target: torch.Tensor  # [T]
@@ -300,6 +301,7 @@ class RowSpan:
     q0: int
     keys: int
     s0: int = 0
+    key0: int = 0  # column of the sample's position 0 (its left pad count in a left-padded forward)
 
     @property
     def t(self) -> int:
@@ -308,7 +310,7 @@ class RowSpan:
 
     def view(self, x: torch.Tensor) -> torch.Tensor:
         """This span's [H, T, keys] part of a recorded [B, H, Q, K] tensor."""
-        return x[self.batch_row, :, self.q0 : self.q0 + self.t, : self.keys]
+        return x[self.batch_row, :, self.q0 : self.q0 + self.t, self.key0 : self.key0 + self.keys]
 
 
 def graded_results(

@@ -14,10 +14,21 @@ from saliency_lab.config import BatchConfig, CaptureConfig, DecodingConfig, Mode
 from saliency_lab.pipeline import batch as pipeline_batch
 from saliency_lab.run import capture
 
-PROMPTS = ["Describe it.", "What is shown here in this picture? Tell me in detail, please.", "Hi",
-           "Name three colours you can see in the image now.", "Count the objects.", "Is there a dog?"]
-KEYS = {"samples": ["sample_id"], "tokens": ["sample_id", "step"], "saliency": ["sample_id", "step", "layer"],
-        "candidates": ["sample_id", "step", "rank"], "decisions": ["sample_id", "step", "draw"]}
+PROMPTS = [
+    "Describe it.",
+    "What is shown here in this picture? Tell me in detail, please.",
+    "Hi",
+    "Name three colours you can see in the image now.",
+    "Count the objects.",
+    "Is there a dog?",
+]
+KEYS = {
+    "samples": ["sample_id"],
+    "tokens": ["sample_id", "step"],
+    "saliency": ["sample_id", "step", "layer"],
+    "candidates": ["sample_id", "step", "rank"],
+    "decisions": ["sample_id", "step", "draw"],
+}
 
 
 def _manifest(tmp_path, vision):
@@ -35,10 +46,16 @@ def _manifest(tmp_path, vision):
 
 def _cfg(tmp_path, arch, size, name, dtype="float64", strategy="greedy", **kw):
     return CaptureConfig(
-        ModelConfig(str(tiny_dir(arch)), dtype=dtype), str(_manifest(tmp_path, arch != "llama")),
-        str(tmp_path / "runs"), run_id=name,
+        ModelConfig(str(tiny_dir(arch)), dtype=dtype),
+        str(_manifest(tmp_path, arch != "llama")),
+        str(tmp_path / "runs"),
+        run_id=name,
         decoding=DecodingConfig(max_new_tokens=6, strategy=strategy, seed=1, top_k=10),
-        saliency=SaliencyConfig(candidates=2), batch=BatchConfig(size=size), quiet=True, **kw)
+        saliency=SaliencyConfig(candidates=2),
+        batch=BatchConfig(size=size),
+        quiet=True,
+        **kw,
+    )
 
 
 def _table(run_dir, name):
@@ -56,8 +73,12 @@ def assert_same_runs(a, b, rtol):
             if col in ("run_id", "seconds"):
                 continue
             if x[col].dtype.kind == "f":
-                np.testing.assert_allclose(x[col].to_numpy(), y[col].to_numpy(), rtol=rtol, atol=1e-12,
-                                           err_msg=f"{name}.{col}")
+                np.testing.assert_allclose(
+                    x[col].to_numpy(), y[col].to_numpy(), rtol=rtol, atol=1e-12, err_msg=f"{name}.{col}"
+                )
+            elif any(isinstance(v, np.ndarray) and v.dtype.kind == "f" for v in x[col]):
+                for u, v in zip(x[col], y[col], strict=True):  # list columns of floats (top-k probabilities)
+                    np.testing.assert_allclose(v, u, rtol=rtol, atol=1e-12, err_msg=f"{name}.{col}")
             else:
                 assert list(x[col].map(repr)) == list(y[col].map(repr)), f"{name}.{col}"
 
@@ -82,7 +103,7 @@ def test_float32_batched_run_within_tolerance(tmp_path):
     assert_same_runs(one.run_dir, six.run_dir, rtol=1e-5)
 
 
-def test_a_failing_batch_is_redone_sample_by_sample(tmp_path, monkeypatch):
+def test_a_failing_batch_is_redone_sample_by_sample(tmp_path, monkeypatch, capsys):
     def broken(*a, **k):
         raise RuntimeError("CUDA out of memory (simulated)")
 
@@ -91,6 +112,10 @@ def test_a_failing_batch_is_redone_sample_by_sample(tmp_path, monkeypatch):
     redone = capture(_cfg(tmp_path, "llava", 4, "redone"))
     assert (redone.ok, redone.error) == (5, 1)
     assert_same_runs(one.run_dir, redone.run_dir, rtol=1e-9)
+    # Never silent: one stderr line names the failure and the fix, and the summary counts the batches.
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "batch of" in ln]
+    assert len(err) == 1 and "RuntimeError: CUDA out of memory" in err[0] and "--batch-size" in err[0]
+    assert redone.batches_redone >= 1 and "redone one sample at a time" in redone.summary()
 
 
 def test_interrupted_batched_run_resumes_to_the_same_dataset(tmp_path, monkeypatch):
@@ -117,10 +142,46 @@ def test_interrupted_batched_run_resumes_to_the_same_dataset(tmp_path, monkeypat
 
 def test_cli_batch_size(tmp_path, capsys):
     manifest = _manifest(tmp_path, vision=False)
-    rc = main(["capture", "--model", str(tiny_dir("qwen2")), "--data", str(manifest), "--out", str(tmp_path / "r"),
-               "--run-id", "cli", "--max-new-tokens", "4", "--batch-size", "3", "--max-batch-tokens", "200",
-               "--quiet"])
+    rc = main(
+        [
+            "capture",
+            "--model",
+            str(tiny_dir("qwen2")),
+            "--data",
+            str(manifest),
+            "--out",
+            str(tmp_path / "r"),
+            "--run-id",
+            "cli",
+            "--max-new-tokens",
+            "4",
+            "--batch-size",
+            "3",
+            "--max-batch-tokens",
+            "200",
+            "--quiet",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     info = json.loads((tmp_path / "r" / "cli" / "run.json").read_text())
     assert info["batch"] == {"size": 3, "max_rows": 3, "max_tokens": 200}
     assert len(_table(tmp_path / "r" / "cli", "samples")) == 6
+
+
+@pytest.mark.parametrize("dtype,reused", [("float32", True), ("bfloat16", False)])
+def test_the_pass_reuses_the_decoding_prefill_in_the_model_dtype(tmp_path, monkeypatch, dtype, reused):
+    """A float32 model's batched pass starts from the decoding's prefill; a bf16 model's float32 pass (the
+    default precision) forwards its inputs in float32 itself."""
+    from saliency_lab.saliency import batch_pass
+
+    calls = {"prefix": 0}
+    real = batch_pass._prefix_pass
+
+    def spy(*a, **k):
+        calls["prefix"] += 1
+        return real(*a, **k)
+
+    monkeypatch.setattr(batch_pass, "_prefix_pass", spy)
+    res = capture(_cfg(tmp_path, "llava", 3, "p", dtype=dtype))
+    assert res.ok == 5
+    assert (calls["prefix"] > 0) is reused

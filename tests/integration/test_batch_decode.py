@@ -18,18 +18,25 @@ CONFIGS = {
     "greedy": DecodingConfig(max_new_tokens=N_NEW),
     "sample": DecodingConfig(strategy="sample", max_new_tokens=N_NEW, top_k=20, seed=3),
     "sgrs": DecodingConfig(strategy="sgrs", max_new_tokens=N_NEW, sgrs=SGRSConfig(alpha=1.0, k=5), seed=3),
-    "locore": DecodingConfig(strategy="sample", max_new_tokens=N_NEW, top_k=20, seed=5,
-                             locore=LocoREConfig(beta=0.5, window=3)),
+    "locore": DecodingConfig(
+        strategy="sample", max_new_tokens=N_NEW, top_k=20, seed=5, locore=LocoREConfig(beta=0.5, window=3)
+    ),
     "decay": DecodingConfig(max_new_tokens=N_NEW, decay=SaliencyDecayConfig(rate=0.2, threshold=0.1)),
 }
-PROMPTS = ["Describe the image.", "What is shown here in this picture? Tell me in detail, please, every object.",
-           "Hi"]
+PROMPTS = [
+    "Describe the image.",
+    "What is shown here in this picture? Tell me in detail, please, every object.",
+    "Hi",
+]
 
 
 def _items(arch, n_new=N_NEW):
     b = tiny_bundle(arch)
     images = [image_path(), image_path(110, 90), None] if b.adapter.is_vision else [None] * 3
-    samples = [ManifestSample(f"{arch}-{i}", p, image=im) for i, (p, im) in enumerate(zip(PROMPTS, images, strict=True))]
+    samples = [
+        ManifestSample(f"{arch}-{i}", p, image=im)
+        for i, (p, im) in enumerate(zip(PROMPTS, images, strict=True))
+    ]
     items = [b.adapter.prepare(b, s, max_new_tokens=n_new) for s in samples]
     assert len({p.n_input for p in items}) == 3  # different lengths, so rows are really padded
     return b, items
@@ -46,10 +53,14 @@ def _assert_equal(single, batched):
     for col, vals in single.token_columns.items():
         other = batched.token_columns[col]
         assert len(vals) == len(other)
-        assert all(_same_float(x, y) if isinstance(x, float) else x == y for x, y in zip(vals, other, strict=True)), col
+        assert all(
+            _same_float(x, y) if isinstance(x, float) else x == y for x, y in zip(vals, other, strict=True)
+        ), col
     for col, vals in single.decisions.items():
         other = batched.decisions[col]
-        assert all(_same_float(x, y) if isinstance(x, float) else x == y for x, y in zip(vals, other, strict=True)), col
+        assert all(
+            _same_float(x, y) if isinstance(x, float) else x == y for x, y in zip(vals, other, strict=True)
+        ), col
     assert single.stats.get("decayed_steps") == batched.stats.get("decayed_steps")
     assert len(single.hooks) == len(batched.hooks)
 

@@ -214,3 +214,63 @@ def test_mismatched_arguments_are_refused():
         single_pass_batch(bundle, prepared, outputs, hooks=[None])
     with pytest.raises(ValueError, match="no output ids"):
         single_pass_batch(bundle, prepared, [outputs[0], [], outputs[2]])
+
+
+def _with_prefix(bundle, prepared, outputs, hooks=None, **kw):
+    """The pass started from `decode_batch`'s kept prefill, asserting the prefix path really ran."""
+    from saliency_lab.decoding.batch import decode_batch
+    from saliency_lab.saliency import batch_pass
+
+    cfg = DecodingConfig(max_new_tokens=max(len(o) for o in outputs))
+    prefix = decode_batch(bundle, prepared, cfg, hooks=hooks, keep_prefix=True)[0].prefix
+    assert prefix is not None and prefix.width == max(p.n_input for p in prepared)
+    ran = {"n": 0}
+    real = batch_pass._prefix_pass
+
+    def spy(*a, **k):
+        ran["n"] += 1
+        return real(*a, **k)
+
+    batch_pass._prefix_pass = spy
+    try:
+        out = single_pass_batch(bundle, prepared, outputs, hooks=hooks, prefix=prefix, **kw)
+    finally:
+        batch_pass._prefix_pass = real
+    assert ran["n"] == 1
+    return out
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("dtype,rel", [("float64", 1e-10), ("float32", 1e-5)])
+def test_pass_from_the_decoding_prefill_equals_single_pass(arch, dtype, rel):
+    """Left-padded, from the decoding's prefill (pad keys masked, positions continued per row, M-RoPE for
+    Qwen2-VL): each row equals its batch-1 pass."""
+    bundle = tiny_bundle(arch, dtype)
+    prepared, outputs = _decoded(bundle, arch)
+    kw = {"keep_rows": True, "candidates": 3}
+    batch = _with_prefix(bundle, prepared, outputs, **kw)
+    _assert_equal_results(batch, _singles(bundle, prepared, outputs, **kw), rel)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2_vl"])
+def test_pass_from_the_prefill_with_per_row_hooks(arch):
+    bundle = tiny_bundle(arch)
+    prepared, outputs = _decoded(bundle, arch)
+    hooks = [[LocoREHook(LocoREConfig(beta=0.5 + b, window=2), p.n_input)] for b, p in enumerate(prepared)]
+    batch = _with_prefix(bundle, prepared, outputs, hooks=hooks, keep_rows=True)
+    _assert_equal_results(batch, _singles(bundle, prepared, outputs, hooks=hooks, keep_rows=True), 1e-10)
+
+
+def test_prefix_of_other_samples_or_dtype_is_ignored():
+    """A prefix made for other samples, or in another dtype than the pass computes in, is not used."""
+    from saliency_lab.decoding.batch import decode_batch
+    from saliency_lab.saliency import batch_pass
+
+    bundle = tiny_bundle("llama")
+    prepared, outputs = _decoded(bundle, "llama")
+    prefix = decode_batch(bundle, prepared, DecodingConfig(max_new_tokens=2), keep_prefix=True)[0].prefix
+    others = [bundle.adapter.prepare(bundle, ManifestSample(p.sample_id, "Other text."), max_new_tokens=6)
+              for p in prepared]
+    assert not batch_pass._prefix_usable(bundle, prefix, others, [[]] * 3, bundle.dtype)
+    assert not batch_pass._prefix_usable(bundle, prefix, prepared, [[]] * 3, torch.float32)
+    assert batch_pass._prefix_usable(bundle, prefix, prepared, [[]] * 3, bundle.dtype)

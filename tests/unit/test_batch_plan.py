@@ -41,20 +41,38 @@ def test_batch_config_limits_and_errors():
     assert BatchConfig().limits("cpu") == (AUTO_MAX_BATCH, DEFAULT_MAX_BATCH_TOKENS["cpu"])
     assert BatchConfig(size=8).limits("cuda:1") == (8, DEFAULT_MAX_BATCH_TOKENS["cuda"])
     assert BatchConfig(size=2, max_tokens=500).limits("cuda") == (2, 500)
-    for bad, flag in [(BatchConfig(size=0), "--batch-size 0"), (BatchConfig(size="many"), "--batch-size 'many'"),
-                      (BatchConfig(max_tokens=0), "--max-batch-tokens 0")]:
+    for bad, flag in [
+        (BatchConfig(size=0), "--batch-size 0"),
+        (BatchConfig(size="many"), "--batch-size 'many'"),
+        (BatchConfig(max_tokens=0), "--max-batch-tokens 0"),
+    ]:
         with pytest.raises(SaliencyLabError, match=flag):
             bad.validate()
 
 
-@pytest.mark.parametrize("args,needle", [(["--batch-size", "0"], "--batch-size 0"),
-                                         (["--batch-size", "x"], "--batch-size"),
-                                         (["--max-batch-tokens", "-3"], "--max-batch-tokens -3")])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--batch-size", "0"], "--batch-size 0"),
+        (["--batch-size", "x"], "--batch-size"),
+        (["--max-batch-tokens", "-3"], "--max-batch-tokens -3"),
+    ],
+)
 def test_cli_refuses_bad_batch_flags(tmp_path, capsys, args, needle):
     manifest = tmp_path / "m.jsonl"
     manifest.write_text('{"sample_id": "a", "prompt": "hi"}\n')
-    rc = main(["capture", "--model", str(tmp_path / "no-model"), "--data", str(manifest), "--out",
-               str(tmp_path / "runs"), *args])
+    rc = main(
+        [
+            "capture",
+            "--model",
+            str(tmp_path / "no-model"),
+            "--data",
+            str(manifest),
+            "--out",
+            str(tmp_path / "runs"),
+            *args,
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert len(err) == 1 and needle in err[0], err
