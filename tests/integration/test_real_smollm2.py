@@ -132,3 +132,25 @@ def test_demo_text_smoke(smollm2_file, tmp_path, capsys):
     assert summary["runs"]["sgrs"]["vs_control"]["control"] == "sample"
     assert "sgrs - sample (paired over the same prompts)" in printed
     assert "loaded smollm2 (LlamaForCausalLM, 30 layers, float32)" in printed
+
+
+def test_batched_equals_one_at_a_time_on_the_real_model(bundle64):
+    """The real 30-layer model, float64: a batch of three prompts of different lengths gives each its batch-1
+    tokens and saliency (the pass continuing from the decoding's prefill)."""
+    from saliency_lab.decoding import decode, decode_batch
+    from saliency_lab.saliency.batch_pass import single_pass_batch
+    from saliency_lab.saliency.single_pass import single_pass
+
+    b = bundle64
+    prompts = [PROMPT, "Name two fruits.", "In the garden there are: a dog, a bench and a bicycle. What else?"]
+    items = [b.adapter.prepare(b, ManifestSample(f"r{i}", p), max_new_tokens=8) for i, p in enumerate(prompts)]
+    cfg = DecodingConfig(max_new_tokens=8)
+    batched = decode_batch(b, items, cfg, keep_prefix=True)
+    outputs = [r.output_ids for r in batched]
+    assert outputs == [decode(b, p, cfg).output_ids for p in items]
+    passes = single_pass_batch(b, items, outputs, keep_rows=True, prefix=batched[0].prefix)
+    for p, out, got in zip(items, outputs, passes, strict=True):
+        ref = single_pass(b, p, out, keep_rows=True)
+        for layer, (x, y) in enumerate(zip(got.rows, ref.rows, strict=True)):
+            scale = float(torch.linalg.vector_norm(y, dim=-1).max())
+            assert float((x - y).abs().max()) <= 1e-10 * scale, (p.sample_id, layer)
