@@ -13,6 +13,7 @@ one backward of the sum over rows of their losses gives each row exactly its own
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -71,19 +72,27 @@ def single_pass_batch(
     per_row = [list(h or []) for h in hooks] if hooks is not None else [[] for _ in prepared]
     dtype = pass_dtype(bundle.dtype, precision)
     with language_model_in(bundle.model, dtype, bundle.dtype):
+        what = _Wanted(heads, keep_rows, candidates)
         if prefix is not None and _prefix_usable(bundle, prefix, list(prepared), per_row, dtype):
-            return _prefix_pass(bundle, prefix, list(outputs), heads, per_row, keep_rows, candidates)
-        return _batch_pass(bundle, list(prepared), list(outputs), heads, per_row, keep_rows, candidates)
+            return _prefix_pass(bundle, prefix, list(outputs), per_row, what)
+        return _batch_pass(bundle, list(prepared), list(outputs), per_row, what)
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    """What the pass reduces the rows to (the `single_pass` options)."""
+
+    heads: HeadsMode
+    keep_rows: bool
+    candidates: int
 
 
 def _batch_pass(
     bundle: ModelBundle,
     prepared: list[PreparedInput],
     outputs: list[list[int]],
-    heads: HeadsMode,
     per_row: list[list[Any]],
-    keep_rows: bool,
-    candidates: int,
+    what: _Wanted,
 ) -> list[PassResult]:
     adapter = bundle.adapter
     model = bundle.model
@@ -120,7 +129,7 @@ def _batch_pass(
         )
         for b, (p, out, n) in enumerate(zip(prepared, outputs, ns, strict=True))
     ]
-    return graded_results(bundle, res.logits, ctx.records, spans, heads, keep_rows, candidates)
+    return graded_results(bundle, res.logits, ctx.records, spans, what.heads, what.keep_rows, what.candidates)
 
 
 def _common_prefill(bundle: ModelBundle, prepared: list[PreparedInput], fulls: list[torch.Tensor]) -> int:
@@ -143,27 +152,33 @@ def _cut_kwargs(bundle: ModelBundle, batch: Batch, n: int) -> dict[str, Any]:
     return {k: (v[:, :n] if k in token else v) for k, v in batch.model_kwargs.items()}
 
 
-def _prefix_usable(bundle: ModelBundle, prefix: BatchPrefix, prepared: list[PreparedInput],
-                   per_row: list[list[Any]], dtype: torch.dtype) -> bool:
+def _prefix_usable(
+    bundle: ModelBundle,
+    prefix: BatchPrefix,
+    prepared: list[PreparedInput],
+    per_row: list[list[Any]],
+    dtype: torch.dtype,
+) -> bool:
     """Whether the decoding's prefill serves this pass: the same samples in the same order, computed in the
     pass's dtype, no hook changing prompt rows, and every row may prefill up to its last input position."""
-    if len(prefix.items) != len(prepared) or any(a is not b for a, b in zip(prefix.items, prepared, strict=True)):
+    if len(prefix.items) != len(prepared) or any(
+        a is not b for a, b in zip(prefix.items, prepared, strict=True)
+    ):
         return False
     if prefix.dtype != dtype or any(hooks_act_on_prompt(h) for h in per_row):
         return False
     adapter = bundle.adapter
-    return all(adapter.prefill_length(bundle, p.input_ids[0].tolist(), p.n_input) == p.n_input - 1
-               for p in prepared)
+    return all(
+        adapter.prefill_length(bundle, p.input_ids[0].tolist(), p.n_input) == p.n_input - 1 for p in prepared
+    )
 
 
 def _prefix_pass(
     bundle: ModelBundle,
     prefix: BatchPrefix,
     outputs: list[list[int]],
-    heads: HeadsMode,
     per_row: list[list[Any]],
-    keep_rows: bool,
-    candidates: int,
+    what: _Wanted,
 ) -> list[PassResult]:
     """The pass from the decoding's left-padded prefill: the cache of the first W - 1 input columns (every row's
     input ends at column W - 1), then one graded forward of each row's last input token and its outputs but the
@@ -179,7 +194,7 @@ def _prefix_pass(
     ids = torch.full((len(outputs), t_max), pad_token_id(bundle), dtype=torch.long, device=device)
     for b, (p, out) in enumerate(zip(prepared, outputs, strict=True)):
         ids[b, 0] = p.input_ids[0, -1]
-        ids[b, 1:len(out)] = torch.tensor(out[:-1], dtype=torch.long, device=device)
+        ids[b, 1 : len(out)] = torch.tensor(out[:-1], dtype=torch.long, device=device)
     cache = DynamicCache(config=model.config)
     for layer, (k, v) in enumerate(zip(prefix.keys, prefix.values, strict=True)):
         cache.update(k[:, :, : w - 1], v[:, :, : w - 1], layer)
@@ -188,11 +203,22 @@ def _prefix_pass(
     hooks = row_hooks(per_row, prefix.pads)
     adapter.reset_state(model)
     with graded_forward(bundle, hooks) as ctx:
-        res = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                    **{adapter.cache_kwarg(model): cache}, use_cache=True)
+        res = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            **{adapter.cache_kwarg(model): cache},
+            use_cache=True,
+        )
     spans = [
-        RowSpan(p, torch.tensor(out, dtype=torch.long, device=device), batch_row=b, q0=0,
-                keys=p.n_input - 1 + len(out), key0=prefix.pads[b])
+        RowSpan(
+            p,
+            torch.tensor(out, dtype=torch.long, device=device),
+            batch_row=b,
+            q0=0,
+            keys=p.n_input - 1 + len(out),
+            key0=prefix.pads[b],
+        )
         for b, (p, out) in enumerate(zip(prepared, outputs, strict=True))
     ]
-    return graded_results(bundle, res.logits, ctx.records, spans, heads, keep_rows, candidates)
+    return graded_results(bundle, res.logits, ctx.records, spans, what.heads, what.keep_rows, what.candidates)

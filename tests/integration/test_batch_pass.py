@@ -269,8 +269,10 @@ def test_prefix_of_other_samples_or_dtype_is_ignored():
     bundle = tiny_bundle("llama")
     prepared, outputs = _decoded(bundle, "llama")
     prefix = decode_batch(bundle, prepared, DecodingConfig(max_new_tokens=2), keep_prefix=True)[0].prefix
-    others = [bundle.adapter.prepare(bundle, ManifestSample(p.sample_id, "Other text."), max_new_tokens=6)
-              for p in prepared]
+    others = [
+        bundle.adapter.prepare(bundle, ManifestSample(p.sample_id, "Other text."), max_new_tokens=6)
+        for p in prepared
+    ]
     assert not batch_pass._prefix_usable(bundle, prefix, others, [[]] * 3, bundle.dtype)
     assert not batch_pass._prefix_usable(bundle, prefix, prepared, [[]] * 3, torch.float32)
     assert batch_pass._prefix_usable(bundle, prefix, prepared, [[]] * 3, bundle.dtype)
