@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from saliency_lab.config import DecodingConfig, ManifestSample, SaliencyConfig
 from saliency_lab.decoding.batch import decode_batch
+from saliency_lab.errors import SampleError
 from saliency_lab.pipeline.sample import (
     SampleContext,
     SampleResult,
@@ -111,14 +112,20 @@ def _group(
         bundle, prepared, run.decoding, heads=run.sal.heads, keep_prefix=_reuse_prefill(bundle, run.sal)
     )
     t_gen = (time.perf_counter() - t0) / len(samples)
-    for sample, result in zip(samples, results, strict=True):
-        check_generated(sample, result)
-    passes = _passes(bundle, prepared, results, run.sal)
-    seconds = (time.perf_counter() - t0) / len(samples)
-    return {
-        i: assemble(bundle, s, p, r, res, run, t_gen, seconds)
-        for i, s, p, r, res in zip(index, samples, prepared, results, passes, strict=True)
-    }
+    out: dict[int, Outcome] = {}
+    keep = []
+    for k, (sample, result) in enumerate(zip(samples, results, strict=True)):
+        try:
+            check_generated(sample, result)  # a row that emitted nothing fails alone, not its batch
+            keep.append(k)
+        except SampleError as exc:
+            out[index[k]] = exc
+    if keep:
+        passes = _passes(bundle, [prepared[k] for k in keep], [results[k] for k in keep], run.sal)
+        seconds = (time.perf_counter() - t0) / len(samples)
+        for k, res in zip(keep, passes, strict=True):
+            out[index[k]] = assemble(bundle, samples[k], prepared[k], results[k], res, run, t_gen, seconds)
+    return out
 
 
 def _passes(
