@@ -29,11 +29,19 @@ import torch
 
 from saliency_lab.config import DecodingConfig, HeadsMode
 from saliency_lab.decoding.engine import Attention, finish_result, make_observers, make_policy
-from saliency_lab.decoding.loop import GradTap, RowStats, make_generator, newest_row_stats, without_suppressed
+from saliency_lab.decoding.loop import (
+    GradTap,
+    HeadGrad,
+    RowStats,
+    make_generator,
+    newest_row_stats,
+    without_suppressed,
+)
 from saliency_lab.decoding.protocols import DecodeObserver, StepContext, StepPolicy
 from saliency_lab.decoding.result import DecodeResult
 from saliency_lab.saliency.attention import intervention_context, use_attention
 from saliency_lab.saliency.batch import BatchPrefix, collate_inputs, row_hooks
+from saliency_lab.saliency.loss import loss_grad
 
 if TYPE_CHECKING:
     from saliency_lab.models.base import ModelBundle, PreparedInput
@@ -71,7 +79,7 @@ class BatchDecoder:
         self.next_pos: torch.Tensor = torch.zeros(0)
         self.cache: Any = None
         self.hidden: torch.Tensor | None = None
-        self._wtp: dict[int, torch.Tensor] = {}  # W^T p per batch row of the newest step
+        self._head_grad: HeadGrad | None = None
         self._memo: dict[tuple[int, int], RowStats] = {}  # (batch row, token) -> stats at every tapped layer
         self.keep_prefix = keep_prefix
         self.prefix: BatchPrefix | None = None
@@ -133,7 +141,6 @@ class BatchDecoder:
         self.tap.records.clear()
         self._memo.clear()
         self.hidden = None
-        self._wtp = {}
         kwargs = {
             self.cache_arg: self.cache,
             "attention_mask": self.mask,
@@ -175,17 +182,10 @@ class BatchDecoder:
         self.next_pos = self.next_pos[idx]
 
     # ---- saliency of the newest row -----------------------------------------------------------------
-    def _head_grad(self, row: int, token_id: int, logp_row: torch.Tensor) -> torch.Tensor:
-        """dL/dh of batch row `row` for L = -logp[token_id] through the linear head: W^T p - W[token_id]."""
-        w = self.head[1].weight.detach()  # type: ignore[index]
-        if row not in self._wtp:
-            self._wtp[row] = torch.mv(w.t(), logp_row.detach().exp().to(w.dtype))
-        return self._wtp[row] - w[token_id]
-
-    def compute(self, requests: dict[int, tuple[int, torch.Tensor]]) -> None:
-        """One backward for several rows: {batch row: (token id, that row's log-probabilities)}. Each row's
-        gradient is its own loss's (rows share no position), so every row gets what a batch-1 backward gives;
-        the stats at every tapped layer are kept for `row_stats`."""
+    def compute(self, requests: dict[int, tuple[int, torch.Tensor, torch.Tensor]]) -> None:
+        """One backward for several rows: {batch row: (token id, that row's logits, their log-softmax)}. Each
+        row's gradient is its own loss's (rows share no position), so every row gets what a batch-1 backward
+        gives; the stats at every tapped layer are kept for `row_stats`."""
         todo = {r: v for r, v in requests.items() if (r, v[0]) not in self._memo}
         if not todo:
             return
@@ -194,27 +194,34 @@ class BatchDecoder:
             raise RuntimeError("row stats need a step run with grad=True")
         probs = [self.tap.records[i] for i in layers]
         if self.hidden is not None:
+            if self._head_grad is None:
+                self._head_grad = HeadGrad(self.head[1])  # type: ignore[index]
             gout = torch.zeros_like(self.hidden)
-            for r, (tok, lp) in todo.items():
-                gout[r, -1] = self._head_grad(r, tok, lp)
+            for r, (tok, _, lp) in todo.items():
+                gout[r, -1] = self._head_grad(lp, tok)
             raw = torch.autograd.grad(
                 self.hidden, probs, grad_outputs=gout, retain_graph=True, allow_unused=True
             )
         else:
-            loss = torch.stack([-lp[tok] for tok, lp in todo.values()]).sum()
-            raw = torch.autograd.grad(loss, probs, retain_graph=True, allow_unused=True)
+            outs = [z for _, z, _ in todo.values()]
+            gz = [
+                loss_grad(lp, torch.tensor(tok, device=lp.device)).to(z.dtype) for tok, z, lp in todo.values()
+            ]
+            raw = torch.autograd.grad(outs, probs, grad_outputs=gz, retain_graph=True, allow_unused=True)
         grads = [torch.zeros_like(a) if g is None else g for a, g in zip(probs, raw, strict=True)]
-        for r, (tok, _) in todo.items():
+        for r, (tok, _, _) in todo.items():
             pad = self.batch.pads[self.live[r]]
             pairs = [(a[r, :, -1:, pad:], g[r, :, -1:, pad:]) for a, g in zip(probs, grads, strict=True)]
             self._memo[(r, tok)] = newest_row_stats(
                 layers, pairs, self.items[self.live[r]], self.bundle.dtype, self.heads
             )
 
-    def row_stats(self, row: int, token_id: int, logp_row: torch.Tensor, layers: Sequence[int]) -> RowStats:
+    def row_stats(
+        self, row: int, token_id: int, logits_row: torch.Tensor, logp_row: torch.Tensor, layers: Sequence[int]
+    ) -> RowStats:
         """RowStats of batch row `row` for candidate `token_id` at `layers` (from the memo when a hint foresaw
         it, else one backward of this row's loss)."""
-        self.compute({row: (token_id, logp_row)})
+        self.compute({row: (token_id, logits_row, logp_row)})
         return _subset(self._memo[(row, token_id)], layers)
 
 
@@ -232,6 +239,7 @@ class RowView:
 
     def row_stats(
         self,
+        logits: torch.Tensor,
         logp: torch.Tensor,
         token_id: int,
         heads: HeadsMode,
@@ -240,9 +248,8 @@ class RowView:
     ) -> RowStats:
         """Stats of this sample's newest query row for candidate `token_id`."""
         dec = self.decoder
-        return dec.row_stats(
-            dec.live.index(self.item), token_id, logp, sorted(dec.tap.layers) if layers is None else layers
-        )
+        wanted = sorted(dec.tap.layers) if layers is None else layers
+        return dec.row_stats(dec.live.index(self.item), token_id, logits, logp, wanted)
 
 
 def _subset(r: RowStats, layers: Sequence[int]) -> RowStats:
@@ -320,7 +327,7 @@ def decode_batch(
             if layers and step >= 1:
                 dec.compute(
                     {
-                        b: (tok, row.ctx.logprobs())
+                        b: (tok, row.ctx.logits, row.ctx.logprobs())
                         for b, row in enumerate(live)
                         for tok in row.policy.likely_requests(row.ctx)[:1]
                     }
@@ -329,7 +336,7 @@ def decode_batch(
             if layers and step >= 1:
                 dec.compute(
                     {
-                        b: (tok, row.ctx.logprobs())
+                        b: (tok, row.ctx.logits, row.ctx.logprobs())
                         for b, (row, t) in enumerate(zip(live, chosen, strict=True))
                         for ob in row.observers
                         for tok in ob.likely_requests(row.ctx, t)[:1]

@@ -28,6 +28,7 @@ import torch
 from saliency_lab.config import DecodingConfig, HeadsMode, validate_layers
 from saliency_lab.errors import SampleError
 from saliency_lab.saliency.attention import intervention_context, use_attention
+from saliency_lab.saliency.loss import loss_grad
 from saliency_lab.saliency.prefill import prefill
 from saliency_lab.saliency.single_pass import heads_reduce
 from saliency_lab.seeding import sample_seed
@@ -151,9 +152,9 @@ class CachedDecoder:
       LocoRE, decay and gradient hooks never touch queries before the first output position);
     - with no hook and no gradient (plain greedy or sampling) every step runs on sdpa too (`attention="sdpa"`);
     - with a plain linear LM head, a gradient step forwards the base model and applies the head itself without a
-      graph; the loss gradient at the final hidden state is then W^T softmax(z) - W[c] for candidate c
-      (dL/dz = p - e_c), with W^T p computed once per step and shared by all candidates, so each backward starts
-      below the head.
+      graph; the loss gradient at the final hidden state is then W^T (p - e_c) for candidate c (`HeadGrad`, one
+      matrix-vector product per candidate, with the c entry computed without cancellation), so each backward
+      starts below the head.
     """
 
     def __init__(self, bundle: ModelBundle, prepared: PreparedInput, hooks: Sequence[Any] = (),
@@ -169,12 +170,11 @@ class CachedDecoder:
             raise ValueError("hooks and gradients need attention='ours'")
         self.head = bundle.adapter.logits_head(self.model)
         self.cache_arg = bundle.adapter.cache_kwarg(self.model)
-        self._head_t: torch.Tensor | None = None  # contiguous W^T (CPU matvec speed), built on first use
+        self._head_grad: HeadGrad | None = None  # built on the first closed-form gradient
         self.cache: Any = None  # the model's KV cache (a transformers Cache) once prefilled
         self.output_start = prepared.n_input
         self.length = 0
         self.hidden: torch.Tensor | None = None  # final hidden state of the newest position (grad steps)
-        self._wtp: torch.Tensor | None = None  # W^T p of the newest step
         self.suppress = list(bundle.adapter.suppressed_token_ids(bundle))
 
     @contextlib.contextmanager
@@ -188,7 +188,7 @@ class CachedDecoder:
 
     def _forward(self, ids: torch.Tensor, kwargs: dict, grad: bool) -> torch.Tensor:
         self.tap.records.clear()
-        self.hidden = self._wtp = None
+        self.hidden = None
         ctx = intervention_context("plain", self.hooks) if self.attention == "ours" else contextlib.nullcontext()
         with torch.set_grad_enabled(grad), ctx:
             if grad and self.head is not None:
@@ -227,40 +227,48 @@ class CachedDecoder:
         """Logits candidates are chosen from: the model's, with never-emit ids (image placeholders) removed."""
         return without_suppressed(logits, self.suppress)
 
-    def _hidden_grad(self, logp: torch.Tensor, token_id: int) -> torch.Tensor:
-        """dL/dh for L = -logp[token_id] through the linear head: W^T p - W[token_id]."""
-        if self.head is None or self.hidden is None:
-            raise RuntimeError("_hidden_grad needs a gradient step through the linear head first")
-        w = self.head[1].weight
-        if self._wtp is None:
-            p = logp.detach().exp().to(w.dtype)
-            if w.device.type == "cpu":
-                if self._head_t is None:
-                    self._head_t = w.detach().t().contiguous()
-                self._wtp = torch.nn.functional.linear(p, self._head_t)
-            else:
-                self._wtp = torch.mv(w.detach().t(), p)
-        return (self._wtp - w.detach()[token_id]).reshape(self.hidden.shape)
-
-    def row_stats(self, logp: torch.Tensor, token_id: int, heads: HeadsMode, retain: bool = True,
-                  layers: Sequence[int] | None = None) -> RowStats:
+    def row_stats(self, logits: torch.Tensor, logp: torch.Tensor, token_id: int, heads: HeadsMode,
+                  retain: bool = True, layers: Sequence[int] | None = None) -> RowStats:
         """S_raw sums of the newest query row for loss -logp[token_id] (one backward), at `layers` (default: every
         tapped layer; the policy and the observers may each read their own subset of the tapped layers).
 
-        `logp` is the log-softmax of the step's logits (with a graph unless the closed-form head path is used).
+        `logits` are the step's logits (in the graph unless the closed-form head path is used), `logp` their
+        log-softmax; the loss gradient at the logits is `saliency.loss.loss_grad` (accurate for confident tokens).
         """
         layers = sorted(self.tap.records) if layers is None else sorted(set(int(x) for x in layers))
         if not layers or any(i not in self.tap.records for i in layers):
             raise RuntimeError("row_stats needs a step run with grad=True through the requested layers")
         probs = [self.tap.records[i] for i in layers]
         if self.hidden is not None:
-            raw = torch.autograd.grad(self.hidden, probs, grad_outputs=self._hidden_grad(logp, token_id),
-                                      retain_graph=retain, allow_unused=True)
+            if self._head_grad is None:
+                self._head_grad = HeadGrad(self.head[1])  # type: ignore[index]
+            gout = self._head_grad(logp, token_id).reshape(self.hidden.shape)
+            raw = torch.autograd.grad(self.hidden, probs, grad_outputs=gout, retain_graph=retain, allow_unused=True)
         else:
-            raw = torch.autograd.grad(-logp[token_id], probs, retain_graph=retain, allow_unused=True)
+            gz = loss_grad(logp, torch.tensor(token_id, device=logp.device)).to(logits.dtype)
+            raw = torch.autograd.grad(logits, probs, grad_outputs=gz, retain_graph=retain, allow_unused=True)
         grads = [torch.zeros_like(a) if g is None else g for a, g in zip(probs, raw, strict=True)]
         pairs = [(a[0, :, -1:, :], g[0, :, -1:, :]) for a, g in zip(probs, grads, strict=True)]
         return newest_row_stats(layers, pairs, self.prepared, self.bundle.dtype, heads)
+
+
+class HeadGrad:
+    """dL/dh = W^T dL/dz at the final hidden state through a bias-free linear head, dL/dz from
+    `saliency.loss.loss_grad` (nothing cancels, unlike W^T p - W[c], which loses every digit for a token whose
+    probability is within rounding of 1)."""
+
+    def __init__(self, head: torch.nn.Linear) -> None:
+        self.weight = head.weight
+        self._wt: torch.Tensor | None = None  # contiguous W^T on the CPU (matrix-vector speed)
+
+    def __call__(self, logp: torch.Tensor, token_id: int) -> torch.Tensor:
+        w = self.weight.detach()
+        d = loss_grad(logp, torch.tensor(token_id, device=logp.device)).to(w.dtype)
+        if w.device.type == "cpu":
+            if self._wt is None:
+                self._wt = w.t().contiguous()
+            return torch.nn.functional.linear(d, self._wt)
+        return torch.mv(w.t(), d)
 
 
 def without_suppressed(logits: torch.Tensor, suppress: Sequence[int]) -> torch.Tensor:

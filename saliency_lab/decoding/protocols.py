@@ -26,9 +26,10 @@ class Decoder(Protocol):
         """The logits with never-emit ids at -inf, detached."""
         ...
 
-    def row_stats(self, logp: torch.Tensor, token_id: int, heads: HeadsMode, retain: bool = True,
-                  layers: Sequence[int] | None = None) -> RowStats:
-        """Saliency sums of the newest query row for candidate `token_id`."""
+    def row_stats(self, logits: torch.Tensor, logp: torch.Tensor, token_id: int, heads: HeadsMode,
+                  retain: bool = True, layers: Sequence[int] | None = None) -> RowStats:
+        """Saliency sums of the newest query row for candidate `token_id` (the step's logits and their
+        log-softmax)."""
         ...
 
 
@@ -63,7 +64,7 @@ class StepContext:
         """Saliency sums of this step's query row for candidate `token_id` at `layers` (one backward); only on
         steps >= 1 of a loop some policy or observer asked gradients through those layers for."""
         self.backward_passes += 1
-        return self.decoder.row_stats(self.logprobs(), token_id, self.heads, layers=layers)
+        return self.decoder.row_stats(self.logits, self.logprobs(), token_id, self.heads, layers=layers)
 
 
 class StepPolicy(Protocol):

@@ -22,6 +22,7 @@ from saliency_lab.saliency.attention import (
     softmax_dtype,
     use_attention,
 )
+from saliency_lab.saliency.loss import token_loss
 from saliency_lab.saliency.prefill import prefill
 
 if TYPE_CHECKING:
@@ -326,21 +327,29 @@ def graded_results(
     of every span's summed losses (rows of a batch never mix, so each row gets exactly its own gradients), one
     more per candidate rank, and the reductions of each span's rows."""
     probs = [records[i] for i in sorted(records)]
-    logps = [_logprobs(bundle, logits[sp.batch_row, sp.q0 : sp.q0 + sp.t], sp) for sp in spans]
-    grads = _span_grads(bundle, probs, spans, logps, [sp.target for sp in spans], retain=candidates > 0)
+    zs = [_promoted(logits[sp.batch_row, sp.q0 : sp.q0 + sp.t]) for sp in spans]
+    logps = [_logprobs(bundle, z, sp) for z, sp in zip(zs, spans, strict=True)]
+    grads = _span_grads(bundle, probs, spans, zs, logps, [sp.target for sp in spans], retain=candidates > 0)
     a_rows = [[sp.view(p).detach() for p in probs] for sp in spans]  # per span, per layer [H, T, keys]
     results = []
     for sp, lp, a in zip(spans, logps, a_rows, strict=True):
         sums, rows = _reduce(sp, a, [sp.view(g) for g in grads], heads, SUM_COLUMNS, keep_rows)
         results.append(PassResult(logprobs=lp.detach(), sums=_to_numpy(sums), rows=rows))
     if candidates > 0:
-        _candidates(bundle, probs, spans, logps, grads, a_rows, results, heads, candidates)
+        _candidates(bundle, probs, spans, (zs, logps), grads, a_rows, results, heads, candidates)
     return results
 
 
+def _promoted(logits: torch.Tensor) -> torch.Tensor:
+    """The logits in the softmax dtype (at least float32), still in the graph."""
+    return logits.to(softmax_dtype(logits.dtype))
+
+
 def _logprobs(bundle: ModelBundle, logits: torch.Tensor, span: RowSpan) -> torch.Tensor:
-    """[T, V] log-softmax in the softmax dtype; SampleError on non-finite logits."""
-    logp = torch.log_softmax(logits.to(softmax_dtype(logits.dtype)), dim=-1)
+    """[T, V] log-softmax of promoted logits, outside the graph (the losses use `loss.token_loss`); SampleError on
+    non-finite logits."""
+    with torch.no_grad():
+        logp = torch.log_softmax(logits, dim=-1)
     if not bool(torch.isfinite(logp).all()):
         raise SampleError(
             f"sample {span.prepared.sample_id!r}: non-finite logits in {str(bundle.dtype).replace('torch.', '')}; "
@@ -353,16 +362,14 @@ def _span_grads(
     bundle: ModelBundle,
     probs: list[torch.Tensor],
     spans: list[RowSpan],
+    zs: list[torch.Tensor],
     logps: list[torch.Tensor],
     targets: list[torch.Tensor],
     retain: bool,
 ) -> list[torch.Tensor]:
-    """dL/dA per layer for L = sum over spans of -logp[step, target[step]]; SampleError naming the first span
-    with a non-finite gradient."""
-    losses = [
-        -lp[torch.arange(sp.t, device=lp.device), tg].sum()
-        for sp, lp, tg in zip(spans, logps, targets, strict=True)
-    ]
+    """dL/dA per layer for L = sum over spans of -logp[step, target[step]] (backward `loss.loss_grad` at the
+    logits `zs`); SampleError naming the first span with a non-finite gradient."""
+    losses = [token_loss(z, lp, tg).sum() for z, lp, tg in zip(zs, logps, targets, strict=True)]
     loss = torch.stack(losses).sum()
     raw = torch.autograd.grad(loss, probs, retain_graph=retain, allow_unused=True)
     grads = [g if g is not None else torch.zeros_like(p) for g, p in zip(raw, probs, strict=True)]
@@ -400,8 +407,9 @@ def _to_numpy(cols: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return {k: v.float().cpu().numpy() for k, v in cols.items()}
 
 
-def _candidates(bundle, probs, spans, logps, grads, a_rows, results, heads, candidates: int) -> None:
+def _candidates(bundle, probs, spans, zs_logps, grads, a_rows, results, heads, candidates: int) -> None:
     """Top-k ids, probabilities and per-rank sums of every span (one backward per rank for all spans)."""
+    zs, logps = zs_logps
     k = min(candidates, logps[0].shape[-1])
     tops = [torch.topk(lp.detach(), k, dim=-1) for lp in logps]
     for res, top in zip(results, tops, strict=True):
@@ -415,7 +423,7 @@ def _candidates(bundle, probs, spans, logps, grads, a_rows, results, heads, cand
             grads
             if r == 0 and reuse0
             else _span_grads(
-                bundle, probs, spans, logps, [top.indices[:, r] for top in tops], retain=r < k - 1
+                bundle, probs, spans, zs, logps, [top.indices[:, r] for top in tops], retain=r < k - 1
             )
         )
         for i, sp in enumerate(spans):
