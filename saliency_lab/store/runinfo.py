@@ -46,6 +46,8 @@ CONVENTIONS = {
     "position in the run), so sharded and resumed runs reproduce an uninterrupted one; strategy sample draws "
     "like SGRS's first draw, so sample and sgrs with alpha 0 and the same seed and K emit the same tokens",
     "shard_assignment": "first 8 bytes of sha256(sample_id) (unsigned big-endian) modulo shards",
+    "loss_gradient": "dL/dz = p - e_c with the c entry computed as minus the sum of the other probabilities "
+    "(no cancellation for confident tokens; saliency_lab/saliency/loss.py, toolkit 0.2.0 on)",
 }
 
 

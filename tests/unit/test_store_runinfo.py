@@ -76,3 +76,15 @@ def test_concurrent_creators_one_config_wins(tmp_path):
     winner = json.loads((tmp_path / "run.json").read_text())["decoding"]["seed"]
     assert [r == "ok" for r in results] == [i % 2 == winner for i in range(8)]
     assert not list(tmp_path.glob(".run.json*"))  # no temporary files left
+
+
+def test_run_made_before_the_loss_gradient_rule_is_not_resumed(tmp_path):
+    """A run captured before toolkit 0.2.0 (no `conventions.loss_gradient`) computed float32 saliency of confident
+    tokens with the cancelling formula: resuming it would mix both rules in one dataset."""
+    old = _info()
+    del old["conventions"]["loss_gradient"]
+    (tmp_path / "run.json").write_text(json.dumps(old))
+    with pytest.raises(SaliencyLabError) as err:
+        write_or_check_run_info(tmp_path, _info())
+    msg = str(err.value)
+    assert "conventions.loss_gradient" in msg and "new --run-id" in msg and "\n" not in msg
