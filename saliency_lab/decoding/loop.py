@@ -88,7 +88,8 @@ class RowStats:
         the SQL macros in queries/_catalog.sql), over the layers where it is defined; None at step 0 (SGRS
         scores no step-0 candidate: the prefill runs without gradients) and when no layer defines it.
 
-        A zero row means the candidate's loss gradient vanished (p == 1 in the compute dtype), so it carries no
+        A zero row means the candidate's loss gradient vanished (every other probability underflows to 0 in the
+        compute dtype), so it carries no
         saliency: undefined, not low, exactly as the SQL macros treat it (a zero norm or total gives NULL).
         Scoring it 0 would make SGRS reject every certain token, EOS included."""
         if self.step < 1:

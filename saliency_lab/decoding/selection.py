@@ -12,8 +12,8 @@ Conventions (they change numbers, and docs/interventions.md repeats them):
   (fallback tokens and steps without a defined score are left out); when that set is empty tau = 0 under reject
   low and +inf under reject high, so nothing is rejected (the offline replay's rule, analysis/calibration.py).
 - reject low (the paper's rule): a candidate is accepted when its score >= tau; reject high: when its score <= tau.
-  A candidate whose score is undefined (step 0: SGRS scores no step-0 candidate; or p == 1, where the loss
-  gradient and so every saliency row is zero) is accepted as drawn.
+  A candidate whose score is undefined (step 0: SGRS scores no step-0 candidate; or when every other
+  probability underflows to 0, where the loss gradient and so every saliency row is zero) is accepted as drawn.
 - When all R draws are rejected, the evaluated candidate with the best score (highest under reject low, lowest
   under reject high) is emitted (fallback); ties go to the earlier draw.
 """
