@@ -251,7 +251,7 @@ class ModelConfig:
 #: `--batch-size auto`: at most this many samples per batch, fewer when `--max-batch-tokens` says so.
 AUTO_MAX_BATCH = 32
 #: Default `--max-batch-tokens` (padded input + new tokens summed over the rows of a batch) per device type.
-DEFAULT_MAX_BATCH_TOKENS = {"cpu": 4096, "cuda": 32768}
+DEFAULT_MAX_BATCH_TOKENS = {"cpu": 2048, "cuda": 32768}
 
 
 @dataclass

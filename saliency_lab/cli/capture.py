@@ -87,7 +87,7 @@ def register(subparsers: Any) -> None:
                    help="samples decoded and passed together (same numbers as one at a time; default auto: up to "
                         "32 within --max-batch-tokens)")
     m.add_argument("--max-batch-tokens", type=int, default=None, metavar="T",
-                   help="cap on rows x (longest input + max new tokens) per batch (default: 4096 on CPU, 32768 "
+                   help="cap on rows x (longest input + max new tokens) per batch (default: 2048 on CPU, 32768 "
                         "on CUDA)")
 
     d = p.add_argument_group("decoding")

@@ -17,11 +17,12 @@ import torch
 
 
 def loss_grad(logp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """dL/dz [..., V] for L = -logp[..., target] (`logp` a log-softmax [..., V], `target` ids [...])."""
-    p = logp.detach().exp()
-    hit = torch.zeros_like(p, dtype=torch.bool).scatter_(-1, target.unsqueeze(-1), True)
-    rest = p.masked_fill(hit, 0.0)
-    return rest - hit.to(p.dtype) * rest.sum(-1, keepdim=True)
+    """dL/dz [..., V] for L = -logp[..., target] (`logp` a log-softmax [..., V], `target` ids [...]). One
+    vocabulary-sized allocation (the batched pass holds rows x vocabulary of them)."""
+    idx = target.unsqueeze(-1)
+    d = logp.detach().exp()
+    d.scatter_(-1, idx, 0.0)
+    return d.scatter_(-1, idx, -d.sum(-1, keepdim=True))
 
 
 class _TokenLoss(torch.autograd.Function):
@@ -35,7 +36,7 @@ class _TokenLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         logp, target = ctx.saved_tensors
-        return loss_grad(logp, target) * grad.unsqueeze(-1), None, None
+        return loss_grad(logp, target).mul_(grad.unsqueeze(-1)), None, None
 
 
 def token_loss(logits: torch.Tensor, logp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
