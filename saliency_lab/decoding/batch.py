@@ -33,15 +33,17 @@ from saliency_lab.decoding.loop import (
     GradTap,
     HeadGrad,
     RowStats,
+    cached_step,
     make_generator,
     newest_row_stats,
     without_suppressed,
 )
 from saliency_lab.decoding.protocols import DecodeObserver, StepContext, StepPolicy
 from saliency_lab.decoding.result import DecodeResult
-from saliency_lab.saliency.attention import intervention_context, use_attention
+from saliency_lab.saliency.attention import use_attention
 from saliency_lab.saliency.batch import BatchPrefix, collate_inputs, row_hooks
 from saliency_lab.saliency.loss import loss_grad
+from saliency_lab.saliency.prefill import prefill_forward
 
 if TYPE_CHECKING:
     from saliency_lab.models.base import ModelBundle, PreparedInput
@@ -95,28 +97,14 @@ class BatchDecoder:
         return use_attention(self.bundle) if self.attention == "ours" else contextlib.nullcontext()
 
     def prefill(self) -> torch.Tensor:
-        """Forward every row's whole input (no gradient); logits [B, V] predicting output step 0."""
+        """Forward every row's whole input (no gradient, the shared prefill); logits [B, V] predicting output
+        step 0."""
         b = self.batch
-        self.adapter.reset_state(self.model)
         pos, self.next_pos = self.adapter.batch_positions(
             self.model, b.input_ids, b.attention_mask, b.model_kwargs
         )
-        hooks = row_hooks(self.row_hook_lists, b.pads)
-        on_prompt = any(getattr(h, "acts_on_prompt", True) for h in hooks)
-        routed = self.attention == "ours" and on_prompt
-        ctx = contextlib.ExitStack()
-        if routed:
-            ctx.enter_context(use_attention(self.bundle))
-            ctx.enter_context(intervention_context("plain", hooks))
-        with torch.no_grad(), ctx:
-            out = self.model(
-                input_ids=b.input_ids,
-                attention_mask=b.attention_mask,
-                position_ids=pos,
-                **b.model_kwargs,
-                use_cache=True,
-                logits_to_keep=1,
-            )
+        kwargs = {**b.model_kwargs, "attention_mask": b.attention_mask, "position_ids": pos}
+        out = prefill_forward(self.bundle, b.input_ids, kwargs, row_hooks(self.row_hook_lists, b.pads))
         self.cache = self.adapter.output_cache(out)
         if self.keep_prefix:
             # Later steps append by concatenation (new tensors), so these references stay the prefill's.
@@ -133,42 +121,18 @@ class BatchDecoder:
 
     def step(self, tokens: Sequence[int], grad: bool) -> torch.Tensor:
         """Feed one token per live row; logits [live, V] at the new position."""
-        dev = self.batch.input_ids.device
-        ids = torch.tensor([[int(t)] for t in tokens], dtype=torch.long, device=dev)
+        ids = torch.tensor([[int(t)] for t in tokens], dtype=torch.long, device=self.batch.input_ids.device)
         self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
         pos = self.adapter.step_positions(self.next_pos)
         self.next_pos = self.next_pos + 1
         self.tap.records.clear()
         self._memo.clear()
-        self.hidden = None
-        kwargs = {
-            self.cache_arg: self.cache,
-            "attention_mask": self.mask,
-            "position_ids": pos,
-            "use_cache": True,
-        }
-        ctx = (
-            intervention_context("plain", self._hooks())
-            if self.attention == "ours"
-            else contextlib.nullcontext()
+        kwargs = {self.cache_arg: self.cache, "attention_mask": self.mask, "position_ids": pos}
+        step = cached_step(
+            self.bundle, self.head, ids, kwargs, self._hooks() if self.attention == "ours" else None, grad
         )
-        with torch.set_grad_enabled(grad), ctx:
-            if grad and self.head is not None:
-                base, head = self.head
-                out = base(input_ids=ids, **kwargs)
-                h = out.last_hidden_state[:, -1:, :]
-                with torch.no_grad():
-                    logits = head(h.detach())
-                self.hidden = h
-            else:
-                out = self.model(input_ids=ids, logits_to_keep=1, **kwargs)
-                logits = out.logits
-        self.cache = self.adapter.output_cache(out)
-        if grad:
-            for layer in self.cache.layers:  # past keys/values leave the graph, as in CachedDecoder
-                layer.keys = layer.keys.detach()
-                layer.values = layer.values.detach()
-        return logits[:, -1]
+        self.cache, self.hidden = step.cache, step.hidden
+        return step.logits
 
     def keep(self, rows: Sequence[int]) -> None:
         """Keep only these batch rows (indices into the live rows) for the next steps."""

@@ -189,28 +189,11 @@ class CachedDecoder:
 
     def _forward(self, ids: torch.Tensor, kwargs: dict, grad: bool) -> torch.Tensor:
         self.tap.records.clear()
-        self.hidden = None
-        ctx = intervention_context("plain", self.hooks) if self.attention == "ours" else contextlib.nullcontext()
-        with torch.set_grad_enabled(grad), ctx:
-            if grad and self.head is not None:
-                base, head = self.head
-                out = base(input_ids=ids, **{self.cache_arg: self.cache}, use_cache=True, **kwargs)
-                h = out.last_hidden_state[:, -1:, :]
-                with torch.no_grad():
-                    logits = head(h.detach())  # the same call the model makes with logits_to_keep=1
-                self.hidden = h
-            else:
-                out = self.model(input_ids=ids, **{self.cache_arg: self.cache}, use_cache=True, logits_to_keep=1,
-                                 **kwargs)
-                logits = out.logits
-        self.cache = self.bundle.adapter.output_cache(out)
-        if grad:
-            # Past keys/values leave the graph: exactness needs only the newest position's key/value.
-            for layer in self.cache.layers:
-                layer.keys = layer.keys.detach()
-                layer.values = layer.values.detach()
+        step = cached_step(self.bundle, self.head, ids, {self.cache_arg: self.cache, **kwargs},
+                           self.hooks if self.attention == "ours" else None, grad)
+        self.cache, self.hidden = step.cache, step.hidden
         self.length += int(ids.shape[1])
-        return logits[0, -1]
+        return step.logits[0]
 
     def prefill(self) -> torch.Tensor:
         """Forward the whole input (no gradient, the shared prefill); logits predicting output step 0. Call it
@@ -270,6 +253,43 @@ class HeadGrad:
                 self._wt = w.t().contiguous()
             return torch.nn.functional.linear(d, self._wt)
         return torch.mv(w.t(), d)
+
+
+@dataclass
+class Step:
+    """What one cached forward leaves: logits [B, V] at the newest position, the cache, and the final hidden
+    state [B, 1, D] in the graph (closed-form head path with gradients; else None)."""
+
+    logits: torch.Tensor
+    cache: Any
+    hidden: torch.Tensor | None
+
+
+def cached_step(bundle: ModelBundle, head: tuple[Any, torch.nn.Linear] | None, ids: torch.Tensor,
+                kwargs: dict[str, Any], hooks: list[Any] | None, grad: bool) -> Step:
+    """One decoding forward of `ids` [B, 1] with the KV cache in `kwargs`, shared by `CachedDecoder` and the batched
+    loop: through our attention function with `hooks` (None: stock attention), with gradients when `grad`. With a
+    linear `head` a gradient step applies the head itself outside the graph, so a backward starts below it
+    (`HeadGrad`); the cached keys/values of earlier positions then leave the graph (exactness needs only the
+    newest position's)."""
+    ctx = intervention_context("plain", hooks) if hooks is not None else contextlib.nullcontext()
+    hidden = None
+    with torch.set_grad_enabled(grad), ctx:
+        if grad and head is not None:
+            base, lm_head = head
+            out = base(input_ids=ids, use_cache=True, **kwargs)
+            hidden = out.last_hidden_state[:, -1:, :]
+            with torch.no_grad():
+                logits = lm_head(hidden.detach())  # the same call the model makes with logits_to_keep=1
+        else:
+            out = bundle.model(input_ids=ids, use_cache=True, logits_to_keep=1, **kwargs)
+            logits = out.logits
+    cache = bundle.adapter.output_cache(out)
+    if grad:
+        for layer in cache.layers:
+            layer.keys = layer.keys.detach()
+            layer.values = layer.values.detach()
+    return Step(logits[:, -1], cache, hidden)
 
 
 def without_suppressed(logits: torch.Tensor, suppress: Sequence[int]) -> torch.Tensor:

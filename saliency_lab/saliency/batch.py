@@ -42,11 +42,6 @@ class Batch:
         """Number of rows."""
         return int(self.input_ids.shape[0])
 
-    @property
-    def width(self) -> int:
-        """Padded length."""
-        return int(self.input_ids.shape[1])
-
 
 @dataclass
 class BatchPrefix:
